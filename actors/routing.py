@@ -1,0 +1,37 @@
+"""Who speaks after a turn ends (WORKFLOWS.md, handoffs.json evaluation order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflows.expressions import evaluate
+from workflows.model import Workflow
+
+USER = "user"
+TERMINATE = "terminate"
+
+
+def transfer_tool_name(target: str) -> str:
+    return f"transfer_to_{target}"
+
+
+def llm_targets(workflow: Workflow, agent: str) -> list[tuple[str, str]]:
+    """(target, description) of the LLM handoffs offered to ``agent`` as transfer tools."""
+    return [(rule.target_agent, rule.condition or f"Hand the conversation to {rule.target_agent}")
+            for rule in workflow.handoffs
+            if rule.source_agent == agent and rule.handoff_type == "condition" and rule.condition_type == "llm"]
+
+
+def route(workflow: Workflow, agent: str, context: dict[str, Any], llm_choice: str | None) -> tuple[str, str]:
+    """Expression conditions in file order, then the model's transfer, then after-work, then the user."""
+    for rule in workflow.handoffs:
+        if (rule.source_agent == agent and rule.handoff_type == "condition"
+                and rule.condition_type == "expression" and rule.condition
+                and evaluate(rule.condition, context)):
+            return rule.target_agent, "condition"
+    if llm_choice:
+        return llm_choice, "llm"
+    for rule in workflow.handoffs:
+        if rule.source_agent == agent and rule.handoff_type == "after_work":
+            return rule.target_agent, "after_work"
+    return USER, "after_work"

@@ -1,0 +1,86 @@
+"""The resumable state of a chat session, written with every durable event.
+
+Conversation history is not in here: it is rebuilt from the event log. The snapshot holds only
+what the log does not say directly — where the orchestration loop stands and what it waits for —
+so it stays small however long the chat grows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from providers.base import ToolCallRequest
+
+Step = Literal["idle", "agent", "tools", "input", "ui"]
+
+
+class PendingInput(BaseModel):
+    request_id: str
+    agent: str
+    prompt: str
+    timeout_at: float | None = None  # epoch seconds
+    resume_agent: str
+
+
+class PendingUi(BaseModel):
+    call_id: str
+    name: str
+    agent: str
+    component: str
+    display: str
+    props: dict[str, Any] = Field(default_factory=dict)
+    timeout_at: float | None = None
+
+
+class PendingTools(BaseModel):
+    agent: str
+    calls: list[ToolCallRequest]
+    transfer: str | None = None  # an LLM handoff chosen in the same reply, applied after the tools
+    ui_call: ToolCallRequest | None = None  # a UI tool of the same reply, opened once the tools are done
+
+
+class QueuedMessage(BaseModel):
+    message_id: str
+    text: str
+
+
+class RunUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    by_agent: dict[str, dict[str, int]] = Field(default_factory=dict)
+    by_model: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    def add(self, agent: str, model: str, prompt: int, completion: int) -> None:
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.total_tokens += prompt + completion
+        for bucket, key in ((self.by_agent, agent), (self.by_model, model)):
+            row = bucket.setdefault(key, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+            row["prompt_tokens"] += prompt
+            row["completion_tokens"] += completion
+            row["total_tokens"] += prompt + completion
+
+    def totals(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+class SessionSnapshot(BaseModel):
+    step: Step = "idle"
+    run_id: str | None = None
+    runs_started: int = 0
+    run_turns: int = 0
+    agent: str | None = None
+    pending_input: PendingInput | None = None
+    pending_ui: PendingUi | None = None
+    pending_tools: PendingTools | None = None
+    call_index: dict[str, int] = Field(default_factory=dict)
+    consecutive: dict[str, int] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    queue: list[QueuedMessage] = Field(default_factory=list)
+    usage: RunUsage = Field(default_factory=RunUsage)
+    last_user_message: str = ""
+    cancel_after_turn: bool = False

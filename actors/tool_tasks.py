@@ -1,0 +1,73 @@
+"""Agent tools run as Ray tasks: placed by the tool's execution options, in parallel per reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, Field
+
+from workflows.model import ToolSpec
+from workflows.tool_context import ToolContext
+from workflows.tool_loading import call_tool, import_tool
+
+
+class ToolOutcome(BaseModel):
+    status: str  # ok | error | timeout | cancelled
+    result: Any = None
+    error: str | None = None
+    context_changes: dict[str, Any] = Field(default_factory=dict)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    node_id: str | None = None
+
+
+@ray.remote(num_cpus=0.1)
+def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str, Any],
+              ctx: ToolContext, session: Any, call_id: str, name: str) -> dict[str, Any]:
+    started = time.time()
+    if session is not None:
+        ctx.progress_sink = lambda fraction, message: session.tool_progress.remote(
+            call_id, name, fraction, message)
+    node_id = ray.get_runtime_context().get_node_id()
+    try:
+        fn = import_tool(Path(workflow_path), file, function)
+        result = call_tool(fn, arguments, ctx)
+        return ToolOutcome(status="ok", result=result, context_changes=ctx.context_changes,
+                           started_at=started, ended_at=time.time(), node_id=node_id).model_dump()
+    except Exception as exc:  # a tool's failure is data for the model, not a crash of the session
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return ToolOutcome(status="error", error=detail, started_at=started, ended_at=time.time(),
+                           node_id=node_id).model_dump()
+
+
+async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any], ctx: ToolContext,
+                   session: Any, call_id: str) -> ToolOutcome:
+    """Run one tool call as a Ray task honouring num_cpus, resources, timeout and retries."""
+    opts = spec.execution
+    ref = _run_tool.options(
+        num_cpus=opts.num_cpus, resources=opts.resources or None,
+        # Ray re-runs a task whose worker or node died; a tool that is not idempotent runs at most once.
+        max_retries=opts.max_retries if opts.idempotent else 0,
+        retry_exceptions=False,
+    ).remote(str(workflow_path), spec.file or f"{spec.name}.py", spec.function or spec.name,
+             arguments, ctx, session, call_id, spec.name)
+    started = time.time()
+    try:
+        raw = await asyncio.wait_for(ref, timeout=opts.timeout_s)
+        return ToolOutcome.model_validate(raw)
+    except TimeoutError:
+        ray.cancel(ref, force=True)
+        return ToolOutcome(status="timeout", error=f"tool timed out after {opts.timeout_s:g}s",
+                           started_at=started, ended_at=time.time())
+    except asyncio.CancelledError:
+        ray.cancel(ref, force=True)
+        raise
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+            ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as exc:
+        return ToolOutcome(status="error", error=f"tool task failed: {type(exc).__name__}",
+                           started_at=started, ended_at=time.time())

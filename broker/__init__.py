@@ -1,0 +1,1 @@
+"""Session Broker: user JWT validation, runtime tokens and the broker service."""

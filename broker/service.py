@@ -1,0 +1,133 @@
+"""The Session Broker (PROTOCOL §2): identity in, entitlement and usage checked, chat created or
+resumed, a runtime token scoped to that chat out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.identity import Identity
+from broker.runtime_token import RuntimeTokenMinter
+from protocol.broker_api import (
+    CreateSessionRequest, CreateSessionResponse, RuntimeToken, SessionList, SessionSummary, WorkflowInfo,
+    WorkflowList,
+)
+from protocol.errors import ApiError, chat_not_found
+from protocol.events import utc_now_iso
+from settings import Settings
+from store.base import ChatRecord, Store
+from workflows.catalog import WorkflowCatalog
+from workflows.model import Workflow
+
+
+class SessionBroker:
+    def __init__(self, settings: Settings, store: Store, catalog: WorkflowCatalog, directory: Any,
+                 gate: Any | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.directory = directory
+        self.minter = RuntimeTokenMinter(settings)
+        self.gate = gate  # capabilities.Gate: entitlements and usage; None allows everything
+
+    def _workflow(self, name: str) -> Workflow:
+        try:
+            return self.catalog.get(name)
+        except KeyError:
+            raise ApiError(404, "unknown_workflow", f"Workflow {name!r} is not registered") from None
+
+    async def _owned_chat(self, identity: Identity, chat_id: str) -> ChatRecord:
+        chat = await self.store.get_chat(identity.app_id, identity.user_id, chat_id)
+        if chat is None:
+            raise chat_not_found()
+        return chat
+
+    def ws_url(self, chat: ChatRecord) -> str:
+        base = self.settings.ws_base.rstrip("/")
+        return f"{base}/ws/{chat.workflow_name}/{chat.app_id}/{chat.chat_id}/{chat.user_id}"
+
+    async def create_or_resume(self, identity: Identity, request: CreateSessionRequest,
+                               idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
+        workflow = self._workflow(request.workflow_name)
+        if self.gate is not None:
+            await self.gate.check_start(identity, workflow, resuming=request.chat_id is not None)
+        chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
+                                             request.chat_id, request.context, idempotency_key,
+                                             tenant_id=identity.tenant_id)
+        token, expires_at = self.minter.mint(chat.user_id, chat.app_id, chat.chat_id, chat.workflow_name)
+        return CreateSessionResponse(chat_id=chat.chat_id, workflow_name=chat.workflow_name,
+                                     status="created" if created else "resumed", ws_url=self.ws_url(chat),
+                                     runtime_token=token, expires_at=_iso(expires_at)), created
+
+    async def open_chat(self, app_id: str, user_id: str, workflow_name: str, chat_id: str | None,
+                        context: dict[str, Any] | None, idempotency_key: str | None = None,
+                        tenant_id: str | None = None) -> tuple[ChatRecord, bool]:
+        """Create or resume a chat and warm its session actor. Shared by the broker and the
+        Standalone runtime API."""
+        self._workflow(workflow_name)
+        if chat_id is not None:
+            chat = await self.store.get_chat(app_id, user_id, chat_id)
+            if chat is None:
+                raise chat_not_found()
+            if chat.workflow_name != workflow_name:
+                raise ApiError(409, "workflow_mismatch",
+                               f"Chat {chat_id!r} belongs to workflow {chat.workflow_name!r}")
+            created = False
+        else:
+            now = utc_now_iso()
+            record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=app_id, user_id=user_id,
+                                workflow_name=workflow_name, created_at=now, updated_at=now,
+                                context=context or {}, tenant_id=tenant_id)
+            chat, created = await self.store.create_chat(record, idempotency_key)
+        # Activate now so the socket that follows finds its session already running.
+        await self.directory.get.remote(app_id, user_id, chat.chat_id)
+        return chat, created
+
+    async def list_sessions(self, identity: Identity, limit: int, cursor: str | None) -> SessionList:
+        chats, next_cursor = await self.store.list_chats(identity.app_id, identity.user_id, limit, cursor)
+        return SessionList(sessions=[SessionSummary(
+            chat_id=c.chat_id, workflow_name=c.workflow_name, status=c.status,  # type: ignore[arg-type]
+            phase=c.phase if c.status == "active" else None,  # type: ignore[arg-type]
+            created_at=c.created_at, updated_at=c.updated_at) for c in chats], next_cursor=next_cursor)
+
+    async def list_workflows(self, identity: Identity) -> WorkflowList:
+        workflows = await asyncio.to_thread(self.catalog.all)
+        infos = []
+        for workflow in sorted(workflows.values(), key=lambda w: w.name):
+            capability = None
+            if self.gate is not None:
+                visible, capability = await self.gate.visible(identity, workflow)
+                if not visible:
+                    continue
+            info = workflow.public_info()
+            infos.append(WorkflowInfo(name=info["name"], display_name=info.get("display_name") or info["name"],
+                                      description=info.get("description") or "", capability=capability))
+        return WorkflowList(workflows=infos)
+
+    async def refresh_token(self, identity: Identity, chat_id: str) -> RuntimeToken:
+        chat = await self._owned_chat(identity, chat_id)
+        token, expires_at = self.minter.mint(chat.user_id, chat.app_id, chat.chat_id, chat.workflow_name)
+        return RuntimeToken(runtime_token=token, expires_at=_iso(expires_at), ws_url=self.ws_url(chat))
+
+    async def cancel(self, identity: Identity, chat_id: str, mode: str) -> dict[str, Any]:
+        await self._owned_chat(identity, chat_id)
+        actor = await self.directory.get.remote(identity.app_id, identity.user_id, chat_id)
+        if actor is None:
+            raise chat_not_found()
+        cancelled = await actor.cancel.remote(mode)
+        return {"chat_id": chat_id, "cancelled": cancelled, "mode": mode}
+
+    async def events(self, identity: Identity, chat_id: str, after_seq: int, limit: int) -> dict[str, Any]:
+        await self._owned_chat(identity, chat_id)
+        events = await self.store.read_events(identity.app_id, identity.user_id, chat_id, after_seq, limit + 1)
+        page = events[:limit]
+        return {"chat_id": chat_id,
+                "events": [{"type": e.type, "seq": e.seq, "chat_id": chat_id, "timestamp": e.timestamp,
+                            "agent": e.agent, "data": e.data} for e in page],
+                "next_after_seq": page[-1].seq if len(events) > limit else None}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

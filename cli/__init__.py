@@ -1,0 +1,1 @@
+"""The ``mozaiks`` command line: run the runtime, mint a development token, validate workflows."""

@@ -1,0 +1,76 @@
+"""HTTP bodies of the Session Broker (PROTOCOL §2) and the Standalone runtime API (§3)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ChatStatus = Literal["active", "completed", "failed", "cancelled"]
+ChatPhase = Literal["idle", "running", "waiting_input"]
+
+
+class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workflow_name: str = Field(min_length=1, max_length=128)
+    chat_id: str | None = Field(default=None, max_length=128)
+    context: dict[str, Any] | None = None
+
+
+class CreateSessionResponse(BaseModel):
+    chat_id: str
+    workflow_name: str
+    status: Literal["created", "resumed"]
+    ws_url: str
+    runtime_token: str
+    expires_at: str
+
+
+class SessionSummary(BaseModel):
+    chat_id: str
+    workflow_name: str
+    status: ChatStatus
+    phase: ChatPhase | None
+    created_at: str
+    updated_at: str
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+    next_cursor: str | None
+
+
+class WorkflowInfo(BaseModel):
+    name: str
+    display_name: str
+    description: str
+    capability: str | None = None
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowInfo]
+
+
+class RuntimeToken(BaseModel):
+    runtime_token: str
+    expires_at: str
+    ws_url: str
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["immediate", "after_turn"] = "immediate"
+
+
+class RuntimeSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    app_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128)
+    workflow_name: str = Field(min_length=1, max_length=128)
+    chat_id: str | None = Field(default=None, max_length=128)
+    context: dict[str, Any] | None = None
+
+
+class RuntimeSessionResponse(BaseModel):
+    chat_id: str
+    status: Literal["created", "resumed"]

@@ -1,0 +1,55 @@
+"""Client → server messages (PROTOCOL §4.3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
+
+MessageId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class UserInputSubmit(_Msg):
+    type: Literal["user.input.submit"]
+    id: MessageId
+    text: str = Field(max_length=32_000)
+    input_request_id: str | None = None
+
+
+class UiToolResponse(_Msg):
+    type: Literal["ui_tool_response"]
+    id: MessageId
+    call_id: str = Field(validation_alias=AliasChoices("call_id", "eventId"))
+    response: Any = None
+
+
+class ClientResume(_Msg):
+    type: Literal["client.resume"]
+    last_seq: int = Field(ge=0)
+
+
+class ChatCancel(_Msg):
+    type: Literal["chat.cancel"]
+    id: MessageId
+    mode: Literal["immediate", "after_turn"] = "immediate"
+
+
+class Auth(_Msg):
+    type: Literal["auth"]
+    token: str
+    last_seq: int | None = None
+
+
+class Ping(_Msg):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    UserInputSubmit | UiToolResponse | ClientResume | ChatCancel | Auth | Ping,
+    Field(discriminator="type"),
+]
+client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)

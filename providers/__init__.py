@@ -1,0 +1,1 @@
+"""Model providers: OpenAI-compatible (the ``openai`` SDK) and the scripted provider for offline runs."""

@@ -1,0 +1,35 @@
+"""One provider instance per distinct endpoint, shared by the agents of a session."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from providers.base import ModelError, ModelProvider
+from providers.scripted import ScriptedProvider
+from settings import Settings
+
+
+class ProviderRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._scripted = ScriptedProvider()
+        self._openai: dict[tuple[str | None, str | None], ModelProvider] = {}
+
+    def get(self, model: Any) -> ModelProvider:
+        if model.provider == "scripted":
+            return self._scripted
+        s = self._settings
+        base_url = model.base_url or s.openai_base_url
+        key = (os.environ.get(model.api_key_env) if model.api_key_env else None) or (
+            s.openai_api_key.get_secret_value() if s.openai_api_key else None)
+        if not key and not base_url:
+            raise ModelError("No model endpoint configured: set MOZAIKS_OPENAI_API_KEY or MOZAIKS_OPENAI_BASE_URL",
+                             retryable=False, code="model_not_configured")
+        cache_key = (base_url, model.api_key_env)
+        if cache_key not in self._openai:
+            from providers.openai_provider import OpenAIProvider  # the SDK is heavy; scripted chats never load it
+            self._openai[cache_key] = OpenAIProvider(base_url=base_url, api_key=key or "not-needed",
+                                                     default_model=s.default_model, timeout_s=s.model_timeout_s,
+                                                     max_retries=s.model_max_retries)
+        return self._openai[cache_key]

@@ -1,0 +1,153 @@
+"""The Serve ingress deployment: broker routes (§2), Standalone runtime API (§3), WebSocket (§4).
+
+No ``from __future__ import annotations`` here: Serve's class-based views rebuild the route
+signatures and FastAPI then cannot resolve string annotations (every body turns into a query).
+"""
+
+
+import asyncio
+import hmac
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from actors.directory import get_directory
+from broker.errors import AuthError
+from broker.identity import Identity
+from broker.runtime_token import RuntimeTokenVerifier
+from broker.service import SessionBroker
+from broker.user_jwt import UserJwtVerifier
+from protocol.broker_api import (
+    CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse,
+)
+from protocol.errors import ApiError, unauthenticated
+from serve_app.errors import install_error_handlers
+from serve_app.logging_setup import configure_logging
+from serve_app.websocket import SocketSession
+from settings import Settings
+from store import Store, open_store
+from workflows.catalog import WorkflowCatalog
+
+app = FastAPI(title="mozaiks runtime", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+install_error_handlers(app)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise unauthenticated("Missing bearer token")
+    return authorization[7:].strip()
+
+
+@serve.deployment(name="MozaiksIngress", ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class MozaiksIngress:
+    def __init__(self, settings: Settings) -> None:
+        configure_logging()
+        self.settings = settings
+        self.user_verifier = UserJwtVerifier(settings)
+        self.runtime_verifier = RuntimeTokenVerifier(settings)
+        self.catalog = WorkflowCatalog(settings.workflows_dir)
+        self.directory = get_directory(settings)
+        self._store: Store | None = None
+        self._broker: SessionBroker | None = None
+        self._init_lock = asyncio.Lock()
+        if settings.cors_allowed_origins:
+            app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
+                               allow_credentials=True, allow_methods=["GET", "POST"],
+                               allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+
+    async def broker(self) -> SessionBroker:
+        if self._broker is None:
+            async with self._init_lock:
+                if self._broker is None:
+                    store = open_store(self.settings.resolved_store_url)
+                    await store.init()
+                    self._store = store
+                    self._broker = SessionBroker(self.settings, store, self.catalog, self.directory)
+        return self._broker
+
+    async def identity(self, authorization: str | None) -> Identity:
+        try:
+            return await self.user_verifier.verify(_bearer(authorization))
+        except AuthError as exc:
+            raise unauthenticated(str(exc)) from None
+
+    # -------------------------------------------------------------- broker (§2)
+    @app.post("/api/mozaiks/sessions")
+    async def create_session(self, body: CreateSessionRequest,
+                             authorization: Annotated[str | None, Header()] = None,
+                             idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> JSONResponse:
+        identity = await self.identity(authorization)
+        response, created = await (await self.broker()).create_or_resume(identity, body, idempotency_key)
+        return JSONResponse(response.model_dump(), status_code=201 if created else 200)
+
+    @app.get("/api/mozaiks/sessions")
+    async def list_sessions(self, authorization: Annotated[str | None, Header()] = None,
+                            limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                            cursor: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:
+        identity = await self.identity(authorization)
+        return (await (await self.broker()).list_sessions(identity, limit, cursor)).model_dump()
+
+    @app.get("/api/mozaiks/workflows")
+    async def list_workflows(self, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        identity = await self.identity(authorization)
+        return (await (await self.broker()).list_workflows(identity)).model_dump()
+
+    @app.post("/api/mozaiks/sessions/{chat_id}/token")
+    async def refresh_token(self, chat_id: str, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        identity = await self.identity(authorization)
+        return (await (await self.broker()).refresh_token(identity, chat_id)).model_dump()
+
+    @app.post("/api/mozaiks/sessions/{chat_id}/cancel")
+    async def cancel(self, chat_id: str, body: CancelRequest,
+                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        identity = await self.identity(authorization)
+        return await (await self.broker()).cancel(identity, chat_id, body.mode)
+
+    @app.get("/api/mozaiks/sessions/{chat_id}/events")
+    async def events(self, chat_id: str, authorization: Annotated[str | None, Header()] = None,
+                     after_seq: Annotated[int, Query(ge=0)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+        identity = await self.identity(authorization)
+        return await (await self.broker()).events(identity, chat_id, after_seq, limit)
+
+    # -------------------------------------------------------------- Standalone runtime API (§3)
+    @app.post("/api/runtime/sessions")
+    async def runtime_session(self, body: RuntimeSessionRequest,
+                              authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        expected = self.settings.service_credential
+        if expected is None:
+            raise ApiError(404, "not_found", "The runtime API is not enabled")
+        if not hmac.compare_digest(_bearer(authorization).encode(), expected.get_secret_value().encode()):
+            raise unauthenticated("Invalid service credential")
+        chat, created = await (await self.broker()).open_chat(body.app_id, body.user_id, body.workflow_name,
+                                                              body.chat_id, body.context)
+        payload = RuntimeSessionResponse(chat_id=chat.chat_id, status="created" if created else "resumed")
+        return JSONResponse(payload.model_dump(), status_code=201 if created else 200)
+
+    @app.get("/healthz")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    # -------------------------------------------------------------- WebSocket (§4)
+    @app.websocket("/ws/{workflow_name}/{app_id}/{chat_id}/{user_id}")
+    async def websocket(self, ws: WebSocket, workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
+        await SocketSession(ws, self.settings, self.runtime_verifier, self.directory,
+                            workflow_name, app_id, chat_id, user_id).run()
+
+
+def build_app(settings: Settings) -> Any:
+    """The bound Serve application for these settings."""
+    return MozaiksIngress.options(max_ongoing_requests=settings.ingress_max_ongoing_requests).bind(settings)
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Entry point for ``serve run`` / ``serve deploy`` configs: settings from env and ``args``."""
+    from settings import Settings as _Settings
+    return build_app(_Settings(**args).with_local_secrets())
+
+
+__all__ = ["MozaiksIngress", "app", "app_builder", "build_app"]

@@ -1,0 +1,281 @@
+"""One WebSocket connection (PROTOCOL §4): authenticate, attach to the chat's session actor, replay,
+then pump live events out and client messages in until either side goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import ray
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from actors.engine import StaleOwnerError
+from broker.errors import AuthError
+from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
+from protocol.events import Event
+from settings import Settings
+
+log = logging.getLogger("mozaiks.ws")
+
+SUBPROTOCOL = "mozaiks.v1"
+POLL_TIMEOUT_S = 20.0
+MAX_RATE_VIOLATIONS = 20
+
+# Ray's way of saying "that actor is gone": the session crashed, passivated or was fenced out.
+_ACTOR_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class Close(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.capacity, self.tokens, self.stamp = rate, float(burst), float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class SessionLink:
+    """The socket's current session actor, replaced through the directory when it dies."""
+
+    def __init__(self, directory: Any, app_id: str, user_id: str, chat_id: str) -> None:
+        self.directory, self.app_id, self.user_id, self.chat_id = directory, app_id, user_id, chat_id
+        self.actor: Any = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, dead: Any = None) -> Any:
+        async with self._lock:
+            if dead is not None and self.actor is not None and self.actor._actor_id != dead._actor_id:
+                return self.actor  # someone already replaced it
+            self.actor = await self.directory.get.remote(self.app_id, self.user_id, self.chat_id, dead)
+            return self.actor
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Call the session; if it died, re-activate the chat once and call again."""
+        actor = self.actor
+        try:
+            return await getattr(actor, method).remote(*args)
+        except (*_ACTOR_GONE, StaleOwnerError):
+            actor = await self.connect(dead=actor)
+            if actor is None:
+                raise Close(4404, "chat not found") from None
+            return await getattr(actor, method).remote(*args)
+
+
+class SocketSession:
+    def __init__(self, ws: WebSocket, settings: Settings, verifier: RuntimeTokenVerifier, directory: Any,
+                 workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
+        self.ws, self.settings, self.verifier = ws, settings, verifier
+        self.path = {"workflow_name": workflow_name, "app_id": app_id, "chat_id": chat_id, "user_id": user_id}
+        self.link = SessionLink(directory, app_id, user_id, chat_id)
+        self.watcher_id = uuid.uuid4().hex
+        self.send_lock = asyncio.Lock()
+        self.delivered_seq = 0  # highest durable seq sent on this socket
+        self.token_exp = 0.0
+        self.bucket = TokenBucket(settings.ws_rate_per_s, settings.ws_rate_burst)
+        self.violations = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        offered = [p.strip() for p in self.ws.scope.get("subprotocols", [])]
+        await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        try:
+            last_seq = await self._authenticate(offered)
+            if await self.link.connect() is None:
+                raise Close(4404, "chat not found")
+            await self._serve(last_seq)
+        except Close as close:
+            await self._close(close.code, close.reason)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("websocket for chat %s failed", self.path["chat_id"])
+            await self._close(1011, "internal error")
+        finally:
+            if self.link.actor is not None:
+                try:
+                    await self.link.actor.detach.remote(self.watcher_id)
+                except Exception:  # the session may be gone already; nothing to detach from
+                    pass
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code=code, reason=reason)
+        except RuntimeError:
+            pass  # already closed by the peer
+
+    # ------------------------------------------------------------------ authentication
+    async def _authenticate(self, offered: list[str]) -> int | None:
+        origin = self.ws.headers.get("origin")
+        allowed = self.settings.ws_allowed_origins
+        if allowed and origin not in allowed:
+            raise Close(4403, "origin not allowed")
+        token = next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), None)
+        last_seq: int | None = None
+        if token is None and self.settings.ws_allow_query_token:
+            token = self.ws.query_params.get("access_token")
+        if token is None:
+            try:
+                raw = await asyncio.wait_for(self.ws.receive_text(), self.settings.ws_auth_timeout_s)
+            except TimeoutError:
+                raise Close(4408, "authentication timeout") from None
+            frame = _parse(raw)
+            if not frame or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+                raise Close(4401, "expected an auth frame")
+            token = frame["token"]
+            last_seq = frame.get("last_seq") if isinstance(frame.get("last_seq"), int) else None
+        await self._verify(token)
+        if last_seq is None:
+            raw_seq = self.ws.query_params.get("last_seq")
+            last_seq = int(raw_seq) if raw_seq and raw_seq.isdigit() else None
+        return last_seq
+
+    async def _verify(self, token: str) -> RuntimeTokenClaims:
+        try:
+            claims = await self.verifier.verify(token)
+        except AuthError:
+            raise Close(4401, "invalid or expired token") from None
+        actual = {"workflow_name": claims.workflow_name, "app_id": claims.app_id, "chat_id": claims.chat_id,
+                  "user_id": claims.sub}
+        if actual != self.path:
+            raise Close(4403, "token does not match this chat")
+        self.token_exp = float(claims.exp)
+        return claims
+
+    # ------------------------------------------------------------------ serving
+    async def _serve(self, last_seq: int | None) -> None:
+        meta, offset = await self.link.call("attach", self.watcher_id)
+        await self._send(Event(type="chat_meta", chat_id=self.path["chat_id"], data=meta).model_dump_json())
+        self.delivered_seq = meta["last_seq"] if last_seq is None else last_seq
+        if last_seq is not None:
+            await self._replay(last_seq, meta["last_seq"])
+        tasks = [asyncio.create_task(self._pump(offset)), asyncio.create_task(self._read()),
+                 asyncio.create_task(self._watch_expiry())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _replay(self, after_seq: int, upto_seq: int | None) -> None:
+        events = await self.link.call("read_events", after_seq, upto_seq)
+        for seq, payload in events:
+            await self._send(payload)
+            self.delivered_seq = max(self.delivered_seq, seq)
+        await self._send(Event(type="chat.resume_boundary", chat_id=self.path["chat_id"],
+                               data={"replayed": len(events), "last_seq": self.delivered_seq}).model_dump_json())
+
+    async def _pump(self, offset: int) -> None:
+        while True:
+            actor = self.link.actor
+            try:
+                items, offset, gap = await actor.poll.remote(self.watcher_id, offset, POLL_TIMEOUT_S)
+            except (*_ACTOR_GONE, StaleOwnerError):
+                # The session crashed or was replaced: follow the new one from its own offsets,
+                # and take what we missed from the log, so the client sees no gap and no duplicate.
+                if await self.link.connect(dead=actor) is None:
+                    raise Close(4404, "chat not found") from None
+                _, offset = await self.link.call("attach", self.watcher_id)
+                await self._catch_up()
+                continue
+            if gap:
+                await self._catch_up()
+            for seq, payload in items:
+                if seq is not None:
+                    if seq <= self.delivered_seq:
+                        continue
+                    if seq > self.delivered_seq + 1:
+                        await self._catch_up(upto=seq - 1)
+                    self.delivered_seq = seq
+                await self._send(payload)
+
+    async def _catch_up(self, upto: int | None = None) -> None:
+        for seq, payload in await self.link.call("read_events", self.delivered_seq, upto):
+            if seq > self.delivered_seq:
+                await self._send(payload)
+                self.delivered_seq = seq
+
+    async def _read(self) -> None:
+        limit = self.settings.ws_max_frame_bytes
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raw = message.get("text") if message.get("text") is not None else (message.get("bytes") or b"").decode(
+                "utf-8", "replace")
+            if len(raw.encode("utf-8")) > limit:
+                raise Close(1009, "frame too large")
+            await self._handle(raw)
+
+    async def _handle(self, raw: str) -> None:
+        frame = _parse(raw)
+        if frame is None:
+            await self._ack(None, "rejected", "invalid_json")
+            return
+        kind = frame.get("type")
+        if kind == "ping":
+            await self._send(Event(type="ping", chat_id=self.path["chat_id"]).model_dump_json())
+            return
+        if not self.bucket.take():
+            self.violations += 1
+            if self.violations > MAX_RATE_VIOLATIONS:
+                raise Close(4429, "rate limited")
+            await self._ack(frame.get("id"), "rejected", "rate_limited")
+            return
+        if kind == "auth":
+            try:
+                await self._verify(str(frame.get("token", "")))
+            except Close as close:
+                await self._ack(frame.get("id"), "rejected", close.reason)
+                return
+            await self._ack(frame.get("id"), "accepted", None)
+            return
+        if kind == "client.resume":
+            last = frame.get("last_seq")
+            if not isinstance(last, int) or last < 0:
+                await self._ack(frame.get("id"), "rejected", "invalid_message: last_seq")
+                return
+            await self._replay(last, None)
+            return
+        ack = await self.link.call("submit", frame)
+        await self._ack(ack.get("id"), ack["status"], ack.get("reason"))
+
+    async def _watch_expiry(self) -> None:
+        while True:
+            remaining = self.token_exp - time.time()
+            if remaining <= 0:
+                raise Close(4401, "token expired")
+            await asyncio.sleep(min(remaining, 30.0))
+
+    async def _ack(self, message_id: Any, status: str, reason: str | None) -> None:
+        data = {"id": message_id, "status": status, "reason": reason}
+        await self._send(Event(type="ack", chat_id=self.path["chat_id"], data=data).model_dump_json())
+
+    async def _send(self, payload: str) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(payload)
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    try:
+        frame = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return frame if isinstance(frame, dict) else None

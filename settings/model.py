@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_WORKFLOWS = REPO_ROOT / "workflows" / "examples"
+
+
+class Settings(BaseSettings):
+    """Every knob of the runtime. Defaults are safe for a laptop; production must set secrets."""
+
+    model_config = SettingsConfigDict(env_prefix="MOZAIKS_", env_file=".env", extra="ignore")
+
+    mode: Literal["local", "production"] = "local"
+    data_dir: Path = Path(".data")
+    store_url: str = ""  # sqlite:///path or mongodb://…; empty = SQLite under data_dir
+    workflows_dir: Path = EXAMPLE_WORKFLOWS
+    capabilities_file: Path | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_ws_base: str | None = None  # what the broker puts in ws_url; derived from host:port if unset
+    default_app_id: str = "local-app"
+
+    # User JWT (what the broker accepts)
+    user_jwt_algorithms: list[str] = ["HS256"]
+    user_jwt_secret: SecretStr | None = None
+    user_jwt_public_key: str | None = None  # PEM text
+    user_jwt_jwks_url: str | None = None
+    user_jwt_issuer: str | None = None
+    user_jwt_audience: str | None = None
+    user_jwt_leeway_s: int = Field(default=30, ge=0, le=60)
+    claim_user_id: str = "sub"
+    claim_app_id: str = "app_id"
+    claim_tenant_id: str = "tenant_id"
+    claim_plan: str = "plan"
+    claim_roles: str = "roles"
+
+    # Runtime token (what the WebSocket accepts)
+    runtime_token_secret: SecretStr | None = None
+    runtime_token_algorithm: Literal["HS256", "RS256", "ES256", "EdDSA"] = "HS256"
+    runtime_token_private_key: str | None = None  # PEM, when this runtime mints with a key pair
+    runtime_token_public_key: str | None = None  # PEM, Standalone: the host broker's key
+    runtime_token_jwks_url: str | None = None  # Standalone: the host broker's JWKS
+    runtime_token_issuer: str = "mozaiks-broker"
+    runtime_token_ttl_s: int = Field(default=900, ge=30, le=900)
+    service_credential: SecretStr | None = None  # Standalone: host brokers call /api/runtime/*
+
+    # WebSocket edge
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_rate_per_s: float = 20.0
+    ws_rate_burst: int = 40
+    ws_auth_timeout_s: float = 5.0
+    ws_allowed_origins: list[str] = []
+    ws_allow_query_token: bool = False
+    cors_allowed_origins: list[str] = []
+    ingress_max_ongoing_requests: int = 1000
+
+    # Session lifecycle
+    warm_pool_size: int = 2
+    idle_timeout_s: float = 300.0
+    max_resident_sessions: int = 200
+
+    # Models
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    default_model: str = "gpt-4o-mini"
+    model_timeout_s: float = 60.0
+    model_max_retries: int = 3
+
+    # Usage gating
+    token_budget_per_user: int | None = None
+    token_budget_per_app: int | None = None
+    budget_period: Literal["day", "month"] = "month"
+    session_rate_per_minute: int = 30
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> "Settings":
+        if self.mode == "production":
+            if not (self.user_jwt_secret or self.user_jwt_public_key or self.user_jwt_jwks_url):
+                raise ValueError("production mode needs MOZAIKS_USER_JWT_SECRET, _PUBLIC_KEY or _JWKS_URL")
+            if not (self.runtime_token_secret or self.runtime_token_private_key
+                    or self.runtime_token_public_key or self.runtime_token_jwks_url):
+                raise ValueError("production mode needs a runtime token key (MOZAIKS_RUNTIME_TOKEN_*)")
+        return self
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'mozaiks.db').resolve()}"
+
+    @property
+    def ws_base(self) -> str:
+        return self.public_ws_base or f"ws://{self.host}:{self.port}"
+
+    def with_local_secrets(self) -> "Settings":
+        """Local mode only: use (or create once) a random development secret kept in the data dir.
+
+        There is no literal fallback secret anywhere; a fresh machine gets its own random one.
+        """
+        if self.mode != "local":
+            return self
+        updates: dict[str, SecretStr] = {}
+        if self.user_jwt_secret is None and "HS256" in self.user_jwt_algorithms:
+            updates["user_jwt_secret"] = SecretStr(_dev_secret(self.data_dir, "dev-user-jwt.secret"))
+        if self.runtime_token_secret is None and self.runtime_token_algorithm == "HS256":
+            updates["runtime_token_secret"] = SecretStr(_dev_secret(self.data_dir, "dev-runtime.secret"))
+        return self.model_copy(update=updates) if updates else self
+
+
+def _dev_secret(data_dir: Path, name: str) -> str:
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    return Settings().with_local_secrets()

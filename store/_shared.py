@@ -1,0 +1,62 @@
+"""What both backends share: timestamp form, the list cursor, and the checks an append makes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+
+from store.base import StoredEvent, UsageRecord
+
+MAX_PAGE = 100
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize_ts(value: str) -> str:
+    """The stored form of a timestamp the store sorts or filters by: UTC, microseconds, 'Z'.
+
+    One fixed-width form makes string order equal time order ("…:00Z" would otherwise sort after
+    "…:00.5Z"); a timestamp without an offset is taken as UTC.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def page_size(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE))
+
+
+def encode_cursor(created_at: str, chat_id: str) -> str:
+    """The sort key of a page's last chat; the next page starts strictly after it."""
+    return base64.urlsafe_b64encode(json.dumps([created_at, chat_id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        created_at, chat_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(created_at, str) or not isinstance(chat_id, str):
+        raise ValueError("invalid cursor")
+    return created_at, chat_id
+
+
+def check_seqs(chat_id: str, events: list[StoredEvent], last_seq: int) -> None:
+    """The events must continue the log: last_seq+1, last_seq+2, … without gaps."""
+    for offset, event in enumerate(events, start=1):
+        if event.seq != last_seq + offset:
+            raise ValueError(f"chat {chat_id}: event seq {event.seq} does not follow {last_seq + offset - 1}")
+
+
+def check_usage(usage: list[UsageRecord], app_id: str, user_id: str, chat_id: str) -> None:
+    """Usage written with a chat's append must be attributed to that chat, so totals stay honest."""
+    for row in usage:
+        if (row.app_id, row.user_id, row.chat_id) != (app_id, user_id, chat_id):
+            raise ValueError(f"usage row for {row.app_id}/{row.user_id}/{row.chat_id} appended to chat {chat_id}")

@@ -1,0 +1,128 @@
+"""The store interface every backend implements, and the records it holds.
+
+Every method that touches a chat is scoped by ``app_id`` and ``user_id``: a chat of another app
+or user behaves exactly like a missing one (tenant isolation is a property of the store, not of
+its callers' care).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+class FencedError(Exception):
+    """A write by an owner whose epoch is older than the chat's current one."""
+
+
+class DuplicateMessageError(Exception):
+    """A client message id that this chat has already recorded."""
+
+
+class ChatRecord(BaseModel):
+    chat_id: str
+    app_id: str
+    user_id: str
+    workflow_name: str
+    status: str = "active"  # active | completed | failed | cancelled
+    phase: str | None = "idle"  # idle | running | waiting_input (active only)
+    created_at: str
+    updated_at: str
+    epoch: int = 0  # owner generation (fencing)
+    last_seq: int = 0
+    snapshot: dict[str, Any] = Field(default_factory=dict)  # the session's resumable state
+    context: dict[str, Any] = Field(default_factory=dict)  # the broker request's context
+    tenant_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+class StoredEvent(BaseModel):
+    seq: int
+    type: str
+    timestamp: str
+    agent: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class UsageRecord(BaseModel):
+    app_id: str
+    user_id: str
+    chat_id: str
+    workflow_name: str
+    agent: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    timestamp: str
+
+
+class Store(ABC):
+    @abstractmethod
+    async def init(self) -> None:
+        """Create tables/indexes; idempotent."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # -- chats ------------------------------------------------------------------------------
+    @abstractmethod
+    async def create_chat(self, chat: ChatRecord, idempotency_key: str | None = None) -> tuple[ChatRecord, bool]:
+        """Insert a chat. With an idempotency key already used by the same app+user, return that
+        chat instead and ``created=False``. Returns ``(record, created)``."""
+
+    @abstractmethod
+    async def get_chat(self, app_id: str, user_id: str, chat_id: str) -> ChatRecord | None: ...
+
+    @abstractmethod
+    async def list_chats(self, app_id: str, user_id: str, limit: int = 20,
+                         cursor: str | None = None) -> tuple[list[ChatRecord], str | None]:
+        """Newest first (by created_at, then chat_id). ``cursor`` is opaque; returns the next one or None."""
+
+    @abstractmethod
+    async def has_completed(self, app_id: str, user_id: str, workflow_name: str) -> bool:
+        """Whether this user has a chat of that workflow with status ``completed``."""
+
+    # -- ownership and the event log ------------------------------------------------------------
+    @abstractmethod
+    async def claim(self, app_id: str, user_id: str, chat_id: str) -> int:
+        """Take ownership: atomically increment and return the chat's epoch. Raises KeyError if absent."""
+
+    @abstractmethod
+    async def append(self, app_id: str, user_id: str, chat_id: str, epoch: int, events: list[StoredEvent],
+                     snapshot: dict[str, Any] | None = None, status: str | None = None,
+                     phase: str | None = None, client_message_id: str | None = None,
+                     usage: list[UsageRecord] | None = None) -> None:
+        """One atomic write: the events (their seqs must continue ``last_seq`` by +1, without gaps),
+        the new snapshot/status/phase if given, the client message id if given, and usage rows.
+
+        Raises FencedError when ``epoch`` is not the chat's current epoch, DuplicateMessageError
+        when ``client_message_id`` was recorded before (nothing is written then), KeyError when
+        the chat is absent for this app+user.
+        """
+
+    @abstractmethod
+    async def read_events(self, app_id: str, user_id: str, chat_id: str, after_seq: int = 0,
+                          limit: int | None = None) -> list[StoredEvent]: ...
+
+    # -- usage and counters ------------------------------------------------------------------
+    @abstractmethod
+    async def usage_totals(self, app_id: str, user_id: str | None = None, chat_id: str | None = None,
+                           since: str | None = None) -> dict[str, int]:
+        """Sums of prompt/completion/total tokens, filtered by user, chat and ISO time ``since``."""
+
+    @abstractmethod
+    async def counter_add(self, key: str, amount: int) -> int:
+        """Add to a named counter (created at 0) and return the new value."""
+
+    @abstractmethod
+    async def counter_try_consume(self, key: str, amount: int, limit: int) -> tuple[bool, int]:
+        """Atomically: if ``value + amount <= limit`` add it and return ``(True, new)``; else
+        ``(False, value)`` and change nothing. Concurrent callers never overshoot ``limit``."""
+
+    @abstractmethod
+    async def counter_get(self, key: str) -> int: ...

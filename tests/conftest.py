@@ -1,0 +1,82 @@
+"""One real local Ray + Serve runtime for the whole test session (starting them costs ~15 s here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from client import BrokerClient
+from settings import Settings
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+USER_SECRET = "test-user-secret-0123456789abcdef0123456789abcdef"
+RUNTIME_SECRET = "test-runtime-secret-0123456789abcdef0123456789ab"
+APP_ID = "test-app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped examples plus the tests' own workflows, in one directory the runtime serves."""
+    root = tmp_path_factory.mktemp("workflows")
+    for source in (REPO / "workflows" / "examples", TESTS / "workflows"):
+        for folder in source.iterdir():
+            if folder.is_dir() and not folder.name.startswith("__"):
+                shutil.copytree(folder, root / folder.name, dirs_exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> Settings:
+    data = tmp_path_factory.mktemp("data")
+    return Settings(
+        mode="local", data_dir=data, workflows_dir=workflows_dir, port=free_port(),
+        default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
+        runtime_token_secret=SecretStr(RUNTIME_SECRET), service_credential=SecretStr("test-service-credential"),
+        warm_pool_size=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Any]:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from serve_app.launch import start_runtime, stop_runtime
+
+    info = start_runtime(settings, num_cpus=4)
+    yield info
+    stop_runtime()
+
+
+def user_token(user: str, app_id: str = APP_ID, ttl: int = 600, **claims: Any) -> str:
+    now = int(time.time())
+    payload = {"sub": user, "app_id": app_id, "iat": now, "exp": now + ttl, **claims}
+    return jwt.encode(payload, USER_SECRET, algorithm="HS256")
+
+
+@pytest.fixture
+async def broker_for(runtime: Any) -> AsyncIterator[Callable[..., BrokerClient]]:
+    clients: list[BrokerClient] = []
+
+    def make(user: str = "alice", app_id: str = APP_ID, **claims: Any) -> BrokerClient:
+        client = BrokerClient(runtime.http_url, user_token(user, app_id, **claims))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()

@@ -1,0 +1,477 @@
+"""Pydantic models of the workflow format (WORKFLOWS.md).
+
+Field names are the canonical spelling; MozaiksAI's spellings are accepted as validation aliases,
+and dumps always use the canonical names.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from pydantic import (
+    AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
+)
+
+from workflows.expressions import ExpressionError, parse
+
+USER = "user"
+TERMINATE = "terminate"
+
+# Agents become `transfer_to_<name>` tools and tools become OpenAI functions, whose names must
+# match ^[A-Za-z0-9_-]{1,64}$; context variables are referenced as ${name} in conditions.
+_AGENT_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
+_AGENT_NAME_MAX = 64 - len("transfer_to_")
+_TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class FormatModel(BaseModel):
+    # MozaiksAI files carry many keys this runtime has no use for (transition_target,
+    # auto_invoke, orchestration_pattern, …): ignore them instead of refusing those workflows.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class _Strict(BaseModel):
+    # The scripted provider is this runtime's own format, with no legacy spellings to tolerate,
+    # so a misspelt key in a test script is an error rather than a silently empty reply.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScriptToolCall(_Strict):
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ScriptReply(_Strict):
+    text: str | None = None
+    tool_calls: list[ScriptToolCall] = []
+    handoff: str | None = None
+    structured: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ScriptReply:
+        if self.text is None and not self.tool_calls and self.handoff is None and self.structured is None:
+            raise ValueError("a scripted reply needs text, tool_calls, handoff or structured")
+        return self
+
+
+_MODEL_KEYS = {"provider", "name", "model", "temperature", "base_url", "api_key_env", "script", "params"}
+
+
+class ModelConfig(FormatModel):
+    provider: Literal["openai", "scripted"] = "openai"
+    name: str | None = Field(None, validation_alias=AliasChoices("name", "model"))
+    temperature: float | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    script: list[ScriptReply] = []
+    params: dict[str, Any] = {}  # any other OpenAI parameter (max_tokens, top_p, …), passed through
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, data: Any) -> Any:
+        if isinstance(data, str):  # `"model": "gpt-4o-mini"` shorthand
+            return {"name": data}
+        if not isinstance(data, dict) or not isinstance(data.get("params", {}), dict):
+            return data
+        extra = {k: v for k, v in data.items() if k not in _MODEL_KEYS}
+        known = {k: v for k, v in data.items() if k in _MODEL_KEYS}
+        return {**known, "params": {**extra, **known.get("params", {})}} if extra else data
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _script_present(self) -> ModelConfig:
+        if self.provider == "scripted" and "script" not in self.model_fields_set:
+            raise ValueError("the scripted provider needs a 'script' list (may be empty)")
+        return self
+
+
+class PromptSection(FormatModel):
+    heading: str
+    content: str
+
+
+class AgentConfig(FormatModel):
+    name: str = Field(pattern=_AGENT_NAME, max_length=_AGENT_NAME_MAX)
+    display_name: str | None = None
+    description: str = ""
+    system_message: str | None = None
+    prompt_sections: list[PromptSection] = []
+    model: ModelConfig | None = None
+    tools: list[str] = []
+    structured_output: str | None = None
+    max_consecutive_turns: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("max_consecutive_turns", "max_consecutive_auto_reply")
+    )
+
+    def system_prompt(self) -> str:
+        if self.system_message is not None:
+            return self.system_message
+        return "\n\n".join(f"## {s.heading}\n{s.content}" for s in self.prompt_sections)
+
+
+class OrchestratorConfig(FormatModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True)  # YAML reads `version: 1.0` as a float
+
+    name: str = Field(validation_alias=AliasChoices("name", "workflow_name"))
+    display_name: str | None = None
+    description: str = ""
+    version: str = "1"
+    startup_mode: Literal["AgentDriven", "UserDriven"] = "AgentDriven"
+    initial_agent: str | None = Field(None, validation_alias=AliasChoices("initial_agent", "recipient"))
+    initial_message: str | None = Field(
+        None, validation_alias=AliasChoices("initial_message", "initial_message_to_user")
+    )
+    max_turns: int = Field(50, ge=1)
+    human_in_the_loop: bool = True
+    concurrency: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    input_timeout_s: float | None = Field(None, gt=0)
+    visual_agents: list[str] | None = None
+    model: ModelConfig | None = None  # the workflow's default for agents that name none
+
+
+class HandoffRule(FormatModel):
+    source_agent: str
+    target_agent: str
+    handoff_type: Literal["after_work", "condition"] = Field(
+        "after_work", validation_alias=AliasChoices("handoff_type", "transition_type")
+    )
+    condition_type: Literal["expression", "llm"] | None = Field(None, validate_default=True)
+    condition: str | None = Field(None, validate_default=True)
+
+    @field_validator("source_agent", "target_agent")
+    @classmethod
+    def _normalize_special(cls, value: str) -> str:
+        # MozaiksAI writes TERMINATE / User; agents cannot use these names, so this is unambiguous.
+        return value.lower() if value.lower() in (USER, TERMINATE) else value
+
+    @field_validator("condition_type")
+    @classmethod
+    def _condition_type_needed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("handoff_type") == "condition":
+            raise ValueError("condition handoffs need condition_type: expression | llm")
+        return value
+
+    @field_validator("condition")
+    @classmethod
+    def _condition_valid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("handoff_type") != "condition":
+            return value
+        if not value:
+            raise ValueError("condition handoffs need a condition")
+        if info.data.get("condition_type") == "expression":
+            try:
+                parse(value)
+            except ExpressionError as exc:
+                raise ValueError(f"invalid expression: {exc}") from None
+        return value
+
+
+class ExecutionOptions(FormatModel):
+    num_cpus: float = Field(0.1, ge=0)
+    resources: dict[str, float] = {}
+    timeout_s: float = Field(60, gt=0)
+    max_retries: int = Field(0, ge=0)
+    idempotent: bool = False
+
+
+class UiSpec(FormatModel):
+    component: str
+    display: Literal["inline", "artifact"] = Field("inline", validation_alias=AliasChoices("display", "mode"))
+
+
+class ToolSpec(FormatModel):
+    name: str = Field(pattern=_TOOL_NAME)
+    description: str = ""
+    kind: Literal["agent_tool", "ui_tool"] = Field("agent_tool", validation_alias=AliasChoices("kind", "tool_type"))
+    file: str | None = Field(None, validate_default=True)  # relative to the workflow's tools/
+    function: str  # defaults to name (and name to function: MozaiksAI tools only name the function)
+    agents: list[str] = Field([], validation_alias=AliasChoices("agents", "agent"))
+    parameters: dict[str, Any] | None = None  # JSON Schema; the loader infers it when absent
+    ui: UiSpec | None = Field(None, validate_default=True)
+    execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
+    timeout_s: float | None = Field(None, gt=0)  # how long a UI tool waits for the user
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_and_function(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("name") is None and data.get("function") is not None:
+            return {**data, "name": data["function"]}
+        if data.get("function") is None and data.get("name") is not None:
+            return {**data, "function": data["name"]}
+        return data
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _lower_kind(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _one_agent(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("ui", mode="before")
+    @classmethod
+    def _empty_ui(cls, value: Any) -> Any:
+        # MozaiksAI writes `ui: {component: null, mode: null}` on agent tools.
+        return None if isinstance(value, dict) and value.get("component") is None else value
+
+    @field_validator("file")
+    @classmethod
+    def _file_needed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("kind") == "agent_tool":
+            raise ValueError("an agent_tool needs a file (in tools/)")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError('parameters must be a JSON Schema of type "object"')
+        return value
+
+    @field_validator("ui")
+    @classmethod
+    def _ui_needed(cls, value: UiSpec | None, info: ValidationInfo) -> UiSpec | None:
+        if value is None and info.data.get("kind") == "ui_tool":
+            raise ValueError("a ui_tool needs ui: {component, display}")
+        return value
+
+
+class ContextTrigger(FormatModel):
+    type: Literal["agent_text", "ui_response"]
+    agent: str | None = None  # agent_text: None matches every agent
+    match: dict[Literal["equals", "contains", "regex"], str] | None = Field(None, validate_default=True)
+    value: Any = None
+    tool: str | None = Field(None, validate_default=True)
+    response_key: str | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _match_valid(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if info.data.get("type") != "agent_text":
+            return value
+        if not value or len(value) != 1:
+            raise ValueError("agent_text triggers need exactly one of equals, contains, regex")
+        if "regex" in value:
+            try:
+                re.compile(value["regex"])
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return value
+
+    @field_validator("tool")
+    @classmethod
+    def _tool_needed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("type") == "ui_response":
+            raise ValueError("ui_response triggers need a tool")
+        return value
+
+
+class ContextSource(FormatModel):
+    type: Literal["static", "env", "state"] = "static"
+    value: Any = None
+    env_var: str | None = None
+    triggers: list[ContextTrigger] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _triggers_mean_state(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("triggers") and "type" not in data:
+            return {**data, "type": "state"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ContextSource:
+        if self.type == "env" and not self.env_var:
+            raise ValueError("env sources need env_var")
+        if self.triggers and self.type != "state":
+            raise ValueError("triggers need a state source")
+        return self
+
+
+class ContextVariable(FormatModel):
+    name: str = Field(pattern=_VARIABLE_NAME)
+    type: str = "string"
+    description: str = ""
+    default: Any = Field(None, validation_alias=AliasChoices("default", "default_value"))
+    source: ContextSource = ContextSource()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_triggers(cls, data: Any) -> Any:
+        """Triggers may sit on the variable itself; they belong to its source."""
+        if not isinstance(data, dict) or "triggers" not in data:
+            return data
+        source = data.get("source") or {}
+        if not isinstance(source, dict):
+            return data
+        if "triggers" in source:
+            raise ValueError("triggers given both on the variable and under source")
+        rest = {k: v for k, v in data.items() if k != "triggers"}
+        return {**rest, "source": {**source, "triggers": data["triggers"]}}
+
+
+class StructuredOutputs(FormatModel):
+    models: dict[str, dict[str, Any]] = {}  # name -> JSON Schema
+    registry: dict[str, str] = {}  # agent name -> model name
+
+
+Section = Literal["orchestrator", "agents", "handoffs", "tools", "context_variables", "structured_outputs"]
+
+
+class ReferenceIssue(NamedTuple):
+    """A broken cross reference. For list sections loc starts with the item's index."""
+
+    section: Section
+    loc: tuple[str | int, ...]
+    message: str
+
+
+class Workflow(FormatModel):
+    name: str
+    path: Path
+    orchestrator: OrchestratorConfig
+    agents: list[AgentConfig] = Field(min_length=1)
+    handoffs: list[HandoffRule] = []
+    tools: list[ToolSpec] = []
+    context_variables: list[ContextVariable] = []
+    structured_outputs: StructuredOutputs = StructuredOutputs()
+
+    @model_validator(mode="after")
+    def _references(self) -> Workflow:
+        issues = self.reference_issues()
+        if issues:
+            raise ValueError("; ".join(f"{i.section} {'.'.join(map(str, i.loc))}: {i.message}" for i in issues))
+        return self
+
+    def agent(self, name: str) -> AgentConfig:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [agent.name for agent in self.agents]
+
+    @property
+    def initial_agent_name(self) -> str:
+        return self.orchestrator.initial_agent or self.agents[0].name
+
+    def tool(self, name: str) -> ToolSpec:
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        raise KeyError(name)
+
+    def tools_for(self, agent_name: str) -> list[ToolSpec]:
+        listed = self.agent(agent_name).tools
+        return [t for t in self.tools if t.name in listed or agent_name in t.agents]
+
+    def model_for(self, agent_name: str) -> ModelConfig | None:
+        """The agent's model, else the workflow default; None means the runtime's global default."""
+        return self.agent(agent_name).model or self.orchestrator.model
+
+    def output_schema_for(self, agent_name: str) -> tuple[str, dict[str, Any]] | None:
+        name = self.agent(agent_name).structured_output or self.structured_outputs.registry.get(agent_name)
+        return (name, self.structured_outputs.models[name]) if name else None
+
+    def public_info(self) -> dict[str, Any]:
+        """What may be shown to end users: never prompts, models or tool code."""
+        return {
+            "name": self.name,
+            "display_name": self.orchestrator.display_name or self.name,
+            "description": self.orchestrator.description,
+        }
+
+    def reference_issues(self) -> list[ReferenceIssue]:
+        """Every name that points nowhere, duplicated or reserved, in file order."""
+        issues: list[ReferenceIssue] = []
+        agents = set(self.agent_names)
+        tools = {t.name for t in self.tools}
+        models = self.structured_outputs.models
+
+        def unknown(kind: str, name: str) -> str:
+            return f"unknown {kind} {name!r}"
+
+        seen: set[str] = set()
+        for i, agent in enumerate(self.agents):
+            if agent.name.lower() in (USER, TERMINATE):
+                issues.append(ReferenceIssue("agents", (i, "name"), f"{agent.name!r} is reserved"))
+            elif agent.name in seen:
+                issues.append(ReferenceIssue("agents", (i, "name"), f"duplicate agent name {agent.name!r}"))
+            seen.add(agent.name)
+            for j, tool_name in enumerate(agent.tools):
+                if tool_name not in tools:
+                    issues.append(ReferenceIssue("agents", (i, "tools", j), unknown("tool", tool_name)))
+            if agent.structured_output and agent.structured_output not in models:
+                issues.append(ReferenceIssue(
+                    "agents", (i, "structured_output"), unknown("structured output model", agent.structured_output)
+                ))
+        if issues:  # the checks below look agents up by name: they need unique names first
+            return issues
+
+        for i, agent in enumerate(self.agents):
+            callable_tools = {t.name for t in self.tools_for(agent.name)}
+            for j, reply in enumerate(agent.model.script if agent.model else []):
+                loc = (i, "model", "script", j)
+                if reply.handoff and reply.handoff.lower() not in (USER, TERMINATE) and reply.handoff not in agents:
+                    issues.append(ReferenceIssue("agents", (*loc, "handoff"), unknown("agent", reply.handoff)))
+                for k, call in enumerate(reply.tool_calls):
+                    if call.name not in callable_tools:
+                        issues.append(ReferenceIssue(
+                            "agents", (*loc, "tool_calls", k, "name"), f"{agent.name} cannot call tool {call.name!r}"
+                        ))
+
+        orchestrator = self.orchestrator
+        if orchestrator.initial_agent is not None and orchestrator.initial_agent not in agents:
+            issues.append(ReferenceIssue("orchestrator", ("initial_agent",), unknown("agent", orchestrator.initial_agent)))
+        for j, name in enumerate(orchestrator.visual_agents or []):
+            if name not in agents:
+                issues.append(ReferenceIssue("orchestrator", ("visual_agents", j), unknown("agent", name)))
+
+        for i, rule in enumerate(self.handoffs):
+            if rule.source_agent != USER and rule.source_agent not in agents:
+                issues.append(ReferenceIssue("handoffs", (i, "source_agent"), unknown("agent", rule.source_agent)))
+            if rule.target_agent not in (USER, TERMINATE) and rule.target_agent not in agents:
+                issues.append(ReferenceIssue("handoffs", (i, "target_agent"), unknown("agent", rule.target_agent)))
+
+        seen = set()
+        for i, tool in enumerate(self.tools):
+            if tool.name in seen:
+                issues.append(ReferenceIssue("tools", (i, "name"), f"duplicate tool name {tool.name!r}"))
+            seen.add(tool.name)
+            for j, name in enumerate(tool.agents):
+                if name not in agents:
+                    issues.append(ReferenceIssue("tools", (i, "agents", j), unknown("agent", name)))
+
+        seen = set()
+        for i, variable in enumerate(self.context_variables):
+            if variable.name in seen:
+                issues.append(ReferenceIssue("context_variables", (i, "name"), f"duplicate variable {variable.name!r}"))
+            seen.add(variable.name)
+            for j, trigger in enumerate(variable.source.triggers):
+                loc = (i, "source", "triggers", j)
+                if trigger.agent is not None and trigger.agent not in agents:
+                    issues.append(ReferenceIssue("context_variables", (*loc, "agent"), unknown("agent", trigger.agent)))
+                if trigger.tool is not None and trigger.tool not in tools:
+                    issues.append(ReferenceIssue("context_variables", (*loc, "tool"), unknown("tool", trigger.tool)))
+
+        for agent_name, model_name in self.structured_outputs.registry.items():
+            if agent_name not in agents:
+                issues.append(ReferenceIssue("structured_outputs", ("registry", agent_name), unknown("agent", agent_name)))
+            elif model_name not in models:
+                issues.append(ReferenceIssue(
+                    "structured_outputs", ("registry", agent_name), unknown("structured output model", model_name)
+                ))
+        return issues
