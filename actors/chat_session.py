@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -44,6 +45,9 @@ class ChatSession:
 
     async def ping(self) -> str:
         return self.engine.chat.chat_id if self.engine else ""
+
+    async def pid(self) -> int:
+        return os.getpid()
 
     async def activate(self, app_id: str, user_id: str, chat_id: str) -> dict[str, Any] | None:
         """Bind this blank actor to a chat. Returns chat_meta data, or None if no such chat."""

@@ -14,6 +14,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.delta_buffer import DeltaBuffer
@@ -51,7 +52,8 @@ def new_id(prefix: str) -> str:
 
 class SessionEngine:
     def __init__(self, settings: Settings, store: Store, workflow: Workflow, chat: ChatRecord,
-                 epoch: int, hub: EventHub, providers: ProviderRegistry, self_handle: Any) -> None:
+                 epoch: int, hub: EventHub, providers: ProviderRegistry, self_handle: Any,
+                 on_run_end: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.workflow = workflow
@@ -60,6 +62,7 @@ class SessionEngine:
         self.hub = hub
         self.providers = providers
         self.self_handle = self_handle
+        self.on_run_end = on_run_end  # journeys advance here, after the run's end is durable
         self.state = SessionSnapshot.model_validate(chat.snapshot) if chat.snapshot else SessionSnapshot()
         self.history = History()
         self.status = chat.status
@@ -415,15 +418,16 @@ class SessionEngine:
         rejected: list[tuple[str, str | None, dict[str, Any]]] = []
         for call in calls:
             spec = allowed.get(call.name)
+            problem = _call_problem(spec, call, ui_call)
+            if call is ui_call and not problem:
+                continue  # announced when its wait opens, with the props its function prepares
             events.append(("chat.tool_call", agent_name, {
                 "call_id": call.id, "name": call.name, "agent": agent_name, "arguments": call.arguments,
-                "message_id": message_id, "kind": spec.kind if spec else "agent_tool",
-                "awaiting_response": call is ui_call, **(_ui_fields(spec, call) if call is ui_call and spec else {})}))
-            problem = _call_problem(spec, call, ui_call)
+                "message_id": message_id, "kind": spec.kind if spec else "agent_tool", "awaiting_response": False}))
             if problem:
                 rejected.append(("chat.tool_response", agent_name, {
                     "call_id": call.id, "name": call.name, "status": "error", "error": problem, "duration_ms": 0}))
-            elif call is not ui_call:
+            else:
                 runnable.append(call)
         if rejected:
             self._validation_failures += 1
@@ -434,18 +438,29 @@ class SessionEngine:
                     "message": "The model kept calling tools with invalid arguments"})])
                 return
         self.state.step = "tools"
+        if ui_call is not None and _call_problem(allowed[ui_call.name], ui_call, ui_call):
+            ui_call = None
         self.state.pending_tools = PendingTools(agent=agent_name, calls=runnable, transfer=transfer,
-                                                ui_call=ui_call if ui_call and not _call_problem(
-                                                    allowed[ui_call.name], ui_call, ui_call) else None)
+                                                ui_call=ui_call)
         await self.commit(events + rejected, usage=[usage_row])
 
-    def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec) -> None:
+    async def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec) -> None:
         assert spec.ui is not None
-        self.state.step = "ui"
+        props: dict[str, Any] = dict(call.arguments)
+        if spec.file:  # the UI tool's own function prepares the component's props, as a Ray task
+            _, outcome = await self._run_one(spec, call)
+            if outcome.status == "ok" and isinstance(outcome.result, dict):
+                props = outcome.result
         timeout = spec.timeout_s
+        self.state.step = "ui"
         self.state.pending_ui = PendingUi(call_id=call.id, name=call.name, agent=agent_name,
                                           component=spec.ui.component, display=spec.ui.display,
-                                          props=call.arguments, timeout_at=time.time() + timeout if timeout else None)
+                                          props=props, timeout_at=time.time() + timeout if timeout else None)
+        await self.commit([("chat.tool_call", agent_name, {
+            "call_id": call.id, "name": call.name, "agent": agent_name, "arguments": call.arguments,
+            "kind": "ui_tool", "awaiting_response": True, "component": spec.ui.component,
+            "display": spec.ui.display, "props": props, "timeout_s": timeout})])
+        self._arm_timer()
 
     async def _finish_tools(self) -> None:
         pending = self.state.pending_tools
@@ -470,9 +485,7 @@ class SessionEngine:
             await self._finish("cancelled")
             return
         if pending.ui_call is not None:
-            self._open_ui_wait(pending.agent, pending.ui_call, specs[pending.ui_call.name])
-            await self.commit([])
-            self._arm_timer()
+            await self._open_ui_wait(pending.agent, pending.ui_call, specs[pending.ui_call.name])
             return
         if pending.transfer:
             await self._end_turn(pending.agent, pending.transfer)
@@ -540,6 +553,8 @@ class SessionEngine:
             ("chat.run_complete", None, {"run_id": run_id, "status": run_status, "summary": summary,
                                          "usage": usage.totals()}),
         ])
+        if self.on_run_end is not None:
+            await self.on_run_end(run_status)
         if self.state.queue:
             await self._start_run(self.state.queue.pop(0))
 
@@ -573,10 +588,7 @@ class SessionEngine:
     async def _on_timeout(self) -> None:
         now = time.time()
         if self.state.pending_input and (self.state.pending_input.timeout_at or now + 1) <= now:
-            pending = self.state.pending_input
-            await self._finish("failed", events=[("chat.input_timeout", pending.agent, {
-                "request_id": pending.request_id, "outcome": "run_failed"}), ("chat.error", pending.agent, {
-                    "code": "input_timeout", "message": "No answer before the input timeout", "retryable": True})])
+            await self._input_timed_out(self.state.pending_input)
         elif self.state.pending_ui and (self.state.pending_ui.timeout_at or now + 1) <= now:
             pending = self.state.pending_ui
             events = self._ui_answer_events(pending, "timeout", None, "no response before the timeout")
@@ -584,6 +596,22 @@ class SessionEngine:
             self.state.step = "agent"
             await self.commit(events)
             self._spawn_drive()
+
+    async def _input_timed_out(self, pending: PendingInput) -> None:
+        policy = self.workflow.orchestrator.on_input_timeout
+        notice = ("chat.input_timeout", pending.agent, {"request_id": pending.request_id, "outcome": policy})
+        if policy == "continue":
+            self.state.pending_input = None
+            self.state.step = "agent"
+            self.state.agent = pending.resume_agent
+            self.state.consecutive = {}
+            await self.commit([notice])
+            self._spawn_drive()
+        elif policy == "complete":
+            await self._finish("completed", events=[notice])
+        else:
+            await self._finish("failed", events=[notice, ("chat.error", pending.agent, {
+                "code": "input_timeout", "message": "No answer before the input timeout", "retryable": True})])
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -624,11 +652,6 @@ def _matches(match: dict[str, str] | None, text: str) -> bool:
     if "regex" in match:
         return re.search(match["regex"], text) is not None
     return False
-
-
-def _ui_fields(spec: ToolSpec, call: ToolCallRequest) -> dict[str, Any]:
-    assert spec.ui is not None
-    return {"component": spec.ui.component, "display": spec.ui.display, "props": call.arguments}
 
 
 def _call_problem(spec: ToolSpec | None, call: ToolCallRequest, ui_call: ToolCallRequest | None) -> str | None:

@@ -132,6 +132,9 @@ class OrchestratorConfig(FormatModel):
     human_in_the_loop: bool = True
     concurrency: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     input_timeout_s: float | None = Field(None, gt=0)
+    # What an unanswered input request does when input_timeout_s passes: end the run as failed,
+    # end it as completed, or let the agent continue without the answer.
+    on_input_timeout: Literal["fail", "complete", "continue"] = "fail"
     visual_agents: list[str] | None = None
     model: ModelConfig | None = None  # the workflow's default for agents that name none
 
