@@ -69,7 +69,6 @@ class SessionEngine:
         self._lock = asyncio.Lock()
         self._drive_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._streaming: DeltaBuffer | None = None
         self._validation_failures = 0
         self.stale = False
 
@@ -170,14 +169,14 @@ class SessionEngine:
             pending = self.state.pending_input
             assert pending is not None
             if input_request_id and input_request_id != pending.request_id:
-                return _ack(message_id, "rejected", "unknown_input_request")
+                return await self._reject(message_id, "unknown_input_request")
             self._answer_input(pending, text)
             await self.commit([user_event, ("chat.input_ack", pending.agent, {"request_id": pending.request_id})],
                               client_message_id=message_id)
             self._spawn_drive()
             return _ack(message_id, "accepted")
         if input_request_id:
-            return _ack(message_id, "rejected", "no_open_input_request")
+            return await self._reject(message_id, "no_open_input_request")
         if step == "idle":
             self.state.last_user_message = text
             await self.commit([user_event], client_message_id=message_id)
@@ -185,7 +184,7 @@ class SessionEngine:
             return _ack(message_id, "accepted")
         policy = self.workflow.orchestrator.concurrency
         if policy == "reject" and step != "ui":
-            return _ack(message_id, "rejected", "run_in_progress")
+            return await self._reject(message_id, "run_in_progress")
         if policy == "interrupt" and step != "ui":
             await self.commit([user_event], client_message_id=message_id)
             await self.cancel("immediate")
@@ -195,6 +194,11 @@ class SessionEngine:
         self.state.queue.append(QueuedMessage(message_id=message_id, text=text))
         await self.commit([user_event], client_message_id=message_id)
         return _ack(message_id, "accepted")
+
+    async def _reject(self, message_id: str, reason: str) -> dict[str, Any]:
+        # Recording the id makes a retry of a rejected message a duplicate, not a second attempt.
+        await self.commit([], client_message_id=message_id)
+        return _ack(message_id, "rejected", reason)
 
     def _answer_input(self, pending: PendingInput, text: str) -> None:
         self.state.pending_input = None
@@ -206,7 +210,7 @@ class SessionEngine:
     async def submit_ui_response(self, message_id: str, call_id: str, response: Any) -> dict[str, Any]:
         pending = self.state.pending_ui
         if pending is None or pending.call_id != call_id:
-            return _ack(message_id, "rejected", "no_such_ui_tool")
+            return await self._reject(message_id, "no_such_ui_tool")
         events = self._ui_answer_events(pending, "ok", response, None)
         self.state.pending_ui = None
         self.state.step = "agent"
@@ -289,9 +293,6 @@ class SessionEngine:
                     await self._finish_tools()
                     continue
                 await self._agent_step()
-        except asyncio.CancelledError:
-            await self._commit_partial()
-            raise
         except StaleOwnerError:
             log.warning("session for chat %s lost ownership; stopping", self.chat.chat_id)
         except Exception:
@@ -356,20 +357,22 @@ class SessionEngine:
             call_index=self.state.call_index.get(agent_name, 0), variables=self.state.context,
             last_user_message=self.state.last_user_message or self.history.last_user_text())
         message_id = new_id("msg")
-        self._streaming = DeltaBuffer(lambda text: self.publish_ephemeral(
+        buffer = DeltaBuffer(lambda text: self.publish_ephemeral(
             "chat.text_delta", agent_name, {"message_id": message_id, "agent": agent_name, "delta": text}),
             model_name=model.name or model.provider)
         try:
-            reply = await self.providers.get(model).complete(request, self._streaming.on_delta)
-            self._streaming.flush()
+            reply = await self.providers.get(model).complete(request, buffer.on_delta)
+            buffer.flush()
             return reply, message_id
         except ModelError as exc:
-            self._streaming.flush()
+            buffer.flush()
             await self._finish("failed", events=[("chat.error", agent_name, {
                 "code": exc.code, "message": str(exc), "retryable": exc.retryable})])
             return None, message_id
-        finally:
-            self._streaming = None
+        except asyncio.CancelledError:
+            buffer.flush()
+            await self._commit_partial(agent_name, message_id, buffer)
+            raise
 
     def _text_events(self, agent_name: str, message_id: str, reply: ModelReply) -> list[tuple[str, str | None, dict[str, Any]]]:
         visual = self.workflow.orchestrator.visual_agents
@@ -558,17 +561,18 @@ class SessionEngine:
         if self.state.queue:
             await self._start_run(self.state.queue.pop(0))
 
-    async def _commit_partial(self) -> None:
-        """A cancelled model call keeps what it had streamed, and its estimated usage."""
-        buffer = self._streaming
-        if buffer is None or not buffer.text:
+    async def _commit_partial(self, agent_name: str, message_id: str, buffer: DeltaBuffer) -> None:
+        """A cancelled model call keeps what it had streamed, and its estimated usage; the call
+        counts as made, so a scripted agent moves on to its next reply."""
+        self.state.call_index[agent_name] = self.state.call_index.get(agent_name, 0) + 1
+        if not buffer.text:
+            await self.commit([])
             return
-        agent_name = self.state.agent or "agent"
         completion = estimate_tokens(buffer.text)
         self.state.usage.add(agent_name, buffer.model_name, 0, completion)
         reply = ModelReply(text=buffer.text, model=buffer.model_name)
         reply.usage.completion_tokens = reply.usage.total_tokens = completion
-        events = self._text_events(agent_name, new_id("msg"), reply)
+        events = self._text_events(agent_name, message_id, reply)
         events[0][2]["partial"] = True
         await self.commit([self._usage_event(agent_name, reply)] + events,
                           usage=[self._usage_record(agent_name, reply)])

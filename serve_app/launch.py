@@ -37,7 +37,9 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(address=address, namespace=NAMESPACE, num_cpus=None if address else num_cpus,
+        # Without an address, always a fresh local instance: never silently join whatever
+        # `ray start` cluster happens to run on this machine.
+        ray.init(address=address or "local", namespace=NAMESPACE, num_cpus=None if address else num_cpus,
                  resources=None if address else resources, include_dashboard=False,
                  configure_logging=False)
     asyncio.run(_init_store(settings.resolved_store_url))

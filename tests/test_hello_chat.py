@@ -12,24 +12,16 @@ import pytest
 import websockets
 
 from client import BrokerError, ChatConnection
+from tests.helpers import collect_until
 from tests.conftest import RUNTIME_SECRET
-
-
-async def drain_until(conn: ChatConnection, type_: str, seen: list[dict[str, Any]], timeout: float = 30) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await conn.next_event(timeout=None)
-            seen.append(event)
-            if event["type"] == type_:
-                return event
 
 
 async def run_hello(conn: ChatConnection, name: str = "ada") -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
-    request = await drain_until(conn, "chat.input_request", seen)
+    request = (await collect_until(conn, "chat.input_request", into=seen))[-1]
     ack = await conn.say(name, input_request_id=request["data"]["request_id"])
     assert ack["status"] == "accepted"
-    await drain_until(conn, "chat.run_complete", seen)
+    await collect_until(conn, "chat.run_complete", into=seen)
     return seen
 
 
@@ -71,7 +63,7 @@ async def test_resume_from_last_seq_replays_exactly_once(broker_for):
     session = await broker.create_session("hello")
     conn = await broker.connect(session, last_seq=None)
     first: list[dict[str, Any]] = []
-    request = await drain_until(conn, "chat.input_request", first)
+    request = (await collect_until(conn, "chat.input_request", into=first))[-1]
     await conn.close()
     n = first[1]["seq"]  # disconnect "after event N": pretend the client only kept the first two
     resumed = await ChatConnection.open(session.ws_url, session.runtime_token, last_seq=n)
@@ -87,7 +79,7 @@ async def test_resume_from_last_seq_replays_exactly_once(broker_for):
     assert replay[-1]["data"] == {"replayed": len(replayed), "last_seq": request["seq"]}
     await resumed.say("grace", input_request_id=request["data"]["request_id"])
     live: list[dict[str, Any]] = []
-    await drain_until(resumed, "chat.run_complete", live)
+    await collect_until(resumed, "chat.run_complete", into=live)
     assert live[0]["seq"] == request["seq"] + 1 if live[0]["seq"] else True
     live_seqs = [e["seq"] for e in live if e["seq"] is not None]
     assert live_seqs == list(range(request["seq"] + 1, live_seqs[-1] + 1))
@@ -100,7 +92,7 @@ async def test_resume_with_raw_socket_sees_no_duplicates(broker_for, runtime):
     session = await broker.create_session("hello")
     conn = await broker.connect(session, last_seq=0)
     seen: list[dict[str, Any]] = []
-    await drain_until(conn, "chat.input_request", seen)
+    await collect_until(conn, "chat.input_request", into=seen)
     await conn.close()
     async with websockets.connect(session.ws_url, subprotocols=["mozaiks.v1", f"bearer.{session.runtime_token}"]) as ws:
         await ws.send(json.dumps({"type": "client.resume", "last_seq": 1}))
