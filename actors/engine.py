@@ -332,6 +332,12 @@ class SessionEngine:
             else:
                 tool_calls.append(call)
         usage_row = self._usage_record(agent_name, reply)
+        schema = self.workflow.output_schema_for(agent_name)
+        if schema and not tool_calls and not reply.exhausted:
+            problem = _structured_problem(schema[1], reply)
+            if problem:
+                await self._reject_structured(agent_name, schema[0], problem, events, usage_row)
+                return
         if not tool_calls:
             await self.commit(events, usage=[usage_row])
             if self.state.cancel_after_turn:
@@ -340,6 +346,19 @@ class SessionEngine:
             await self._end_turn(agent_name, transfer)
             return
         await self._dispatch_tools(agent_name, message_id, tool_calls, transfer, events, usage_row)
+
+    async def _reject_structured(self, agent_name: str, schema_name: str, problem: str,
+                                 events: list[tuple[str, str | None, dict[str, Any]]], usage_row: UsageRecord) -> None:
+        """A reply that does not fit the agent's output model goes back to it with the reason."""
+        self._validation_failures += 1
+        note = ("chat.text", "runtime", {"message_id": new_id("msg"), "agent": "runtime", "role": "system",
+                                         "content": f"Your reply must be a {schema_name} object: {problem}",
+                                         "visibility": "trace"})
+        await self.commit(events + [note], usage=[usage_row])
+        if self._validation_failures > MAX_VALIDATION_RETRIES:
+            await self._finish("failed", events=[("chat.error", agent_name, {
+                "code": "invalid_structured_output", "retryable": False,
+                "message": f"{agent_name} did not produce a valid {schema_name}: {problem}"})])
 
     async def _call_model(self, agent_name: str) -> tuple[ModelReply | None, str]:
         agent = self.workflow.agent(agent_name)
@@ -617,6 +636,12 @@ class SessionEngine:
             await self._finish("failed", events=[notice, ("chat.error", pending.agent, {
                 "code": "input_timeout", "message": "No answer before the input timeout", "retryable": True})])
 
+    def settled(self) -> bool:
+        """Waiting on nobody but the user, with no step or commit in flight: everything this
+        session knows is in the store, so it may passivate."""
+        return (self.state.step in ("idle", "input", "ui") and not self._lock.locked()
+                and (self._drive_task is None or self._drive_task.done()))
+
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -626,9 +651,10 @@ class SessionEngine:
 
 def resolve_model(workflow: Workflow, agent_name: str, settings: Settings) -> ModelConfig:
     """The agent's model, else the workflow's default, else the runtime's configured model."""
-    agent = workflow.agent(agent_name)
-    return (agent.model or workflow.orchestrator.model
-            or ModelConfig(provider="openai", name=settings.default_model))
+    configured = workflow.model_for(agent_name)
+    if configured is None or (settings.model_override == "openai" and configured.provider == "scripted"):
+        return ModelConfig(provider="openai", name=settings.default_model)
+    return configured
 
 
 def _ack(message_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
@@ -656,6 +682,13 @@ def _matches(match: dict[str, str] | None, text: str) -> bool:
     if "regex" in match:
         return re.search(match["regex"], text) is not None
     return False
+
+
+def _structured_problem(schema: dict[str, Any], reply: ModelReply) -> str | None:
+    if reply.structured is None:
+        return "no structured output in the reply"
+    errors = validate_arguments(schema, reply.structured)
+    return "; ".join(errors) if errors else None
 
 
 def _call_problem(spec: ToolSpec | None, call: ToolCallRequest, ui_call: ToolCallRequest | None) -> str | None:

@@ -25,6 +25,9 @@ class History:
             if data.get("role") == "user":
                 self.messages.append(ModelMessage(role="user", content=data.get("content", "")))
                 self._last_reply_id = None
+            elif data.get("role") == "system":  # the runtime's own notes to the agents
+                self.messages.append(ModelMessage(role="user", content=f"[runtime] {data.get('content', '')}"))
+                self._last_reply_id = None
             else:
                 self.messages.append(ModelMessage(role="assistant", name=event.agent,
                                                   content=data.get("content", "")))

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     default_model: str = "gpt-4o-mini"
+    # "openai": run scripted agents (the examples) on the configured OpenAI-compatible model instead
+    model_override: Literal["", "openai"] = ""
     model_timeout_s: float = 60.0
     model_max_retries: int = 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,55 @@ def test_example_folders_are_valid(tmp_path):
     shutil.copytree(examples, tmp_path / "w")
     loaded = load_workflows(tmp_path / "w")
     assert {"hello", "campaign_builder"} <= set(loaded)
+
+
+async def test_max_turns_ends_the_run_with_its_own_status(broker_for):
+    broker = broker_for("pinger")
+    session, conn = await start(broker, "pingpong", "serve")
+    events = await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    assert [e["data"]["content"] for e in of_type(events, "chat.text")][1:] == ["ping 1", "pong 1", "ping 2", "pong 2"]
+    assert events[-1]["data"]["status"] == "max_turns"
+    listed = next(s for s in (await broker.list_sessions())["sessions"] if s["chat_id"] == session.chat_id)
+    assert listed["status"] == "failed"  # a run cut off by max_turns is never counted as completed
+
+
+async def test_without_human_in_the_loop_handing_back_to_the_user_ends_the_run(broker_for):
+    session, conn = await start(broker_for("solo"), "no_hitl", "go")
+    events = await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    assert not of_type(events, "chat.input_request")
+    assert events[-1]["data"]["status"] == "completed"
+
+
+async def test_tool_worker_crash_is_retried_only_for_idempotent_tools(broker_for):
+    marker = f"m{time.time_ns()}"
+    session, conn = await start(broker_for("crasher"), "crashy", marker)
+    events = await collect_until(conn, "chat.run_complete", timeout=90)
+    await conn.close()
+    results = {e["data"]["name"]: e["data"] for e in of_type(events, "chat.tool_response")}
+    assert results["retried"]["status"] == "ok" and results["retried"]["result"] == {"attempt": 2}
+    assert results["fragile"]["status"] == "error"  # ran once, its failure reported to the model
+    assert events[-1]["data"]["status"] == "completed"
+
+
+async def test_invalid_structured_output_goes_back_to_the_agent(broker_for):
+    session, conn = await start(broker_for("structurer"), "structured_check", "plan it")
+    events = await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    texts = of_type(events, "chat.text")
+    note = next(t for t in texts if t["data"]["role"] == "system")
+    assert "steps: is required" in note["data"]["content"] and note["data"]["visibility"] == "trace"
+    assert texts[-1]["data"]["structured_output"] == {"title": "Fixed", "steps": 2}
+    assert events[-1]["data"]["status"] == "completed"
+
+
+def test_model_override_runs_scripted_examples_on_the_configured_model(settings, workflows_dir):
+    from actors.engine import resolve_model
+    from workflows.catalog import WorkflowCatalog
+
+    hello = WorkflowCatalog(workflows_dir).get("hello")
+    assert resolve_model(hello, "Greeter", settings).provider == "scripted"
+    live = settings.model_copy(update={"model_override": "openai", "default_model": "my-model"})
+    model = resolve_model(hello, "Greeter", live)
+    assert (model.provider, model.name) == ("openai", "my-model")
