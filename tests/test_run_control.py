@@ -207,3 +207,18 @@ async def test_duplicate_message_ids_are_processed_once(broker_for):
     events = await collect_until(conn, "chat.run_complete")
     await conn.close()
     assert [e["data"]["content"] for e in durable(events) if e["type"] == "chat.text"].count("once") == 1
+
+
+async def test_cancel_immediate_stops_running_tool_tasks(broker_for, tmp_path):
+    broker = broker_for("tool-canceller")
+    session = await broker.create_session("cancel_tools")
+    conn = await broker.connect(session, last_seq=0)
+    marker = tmp_path / "written-by-tool"
+    await conn.say(str(marker))
+    await collect_until(conn, "tool_progress")  # the Ray task is running
+    assert (await conn.cancel("immediate"))["status"] == "accepted"
+    events = await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    assert events[-1]["data"]["status"] == "cancelled"
+    await asyncio.sleep(4)  # longer than the tool would have taken
+    assert not marker.exists()  # the task was cancelled, not left running
