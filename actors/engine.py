@@ -71,6 +71,7 @@ class SessionEngine:
         self._timer: asyncio.TimerHandle | None = None
         self._validation_failures = 0
         self.stale = False
+        self._resumed_mid_tools = False
 
     # ---------------------------------------------------------------- activation
     async def load(self) -> None:
@@ -102,6 +103,8 @@ class SessionEngine:
     async def resume(self) -> None:
         """Continue whatever the previous owner was doing when it stopped."""
         if self.state.step in ("agent", "tools"):
+            # Tool calls the previous owner had started may or may not have run.
+            self._resumed_mid_tools = self.state.step == "tools"
             self._spawn_drive()
         elif self.state.step == "idle" and self.state.queue and self.status == "active":
             queued = self.state.queue.pop(0)
@@ -489,6 +492,15 @@ class SessionEngine:
         assert pending is not None
         todo = [c for c in pending.calls if c.id not in self.history.answered_calls]
         specs = {t.name: t for t in self.workflow.tools_for(pending.agent)}
+        if self._resumed_mid_tools:
+            self._resumed_mid_tools = False
+            unsafe = [c for c in todo if not specs[c.name].execution.idempotent]
+            todo = [c for c in todo if specs[c.name].execution.idempotent]
+            if unsafe:  # never run a non-idempotent tool twice: report it instead
+                await self.commit([("chat.tool_response", pending.agent, {
+                    "call_id": c.id, "name": c.name, "status": "error", "duration_ms": 0,
+                    "error": "interrupted by a session restart; not re-run because the tool is not idempotent"})
+                    for c in unsafe])
         tasks = {asyncio.create_task(self._run_one(specs[c.name], c)): c for c in todo}
         try:
             for finished in asyncio.as_completed(tasks):

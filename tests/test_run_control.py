@@ -222,3 +222,21 @@ async def test_cancel_immediate_stops_running_tool_tasks(broker_for, tmp_path):
     assert events[-1]["data"]["status"] == "cancelled"
     await asyncio.sleep(4)  # longer than the tool would have taken
     assert not marker.exists()  # the task was cancelled, not left running
+
+
+async def test_session_killed_mid_tools_reruns_only_idempotent_tools(broker_for):
+    broker = broker_for("mid-tools")
+    session = await broker.create_session("restart_tools")
+    conn = await broker.connect(session, last_seq=0)
+    await conn.say("go")
+    await collect_until(conn, "tool_progress")
+    await kill_session("mid-tools", session.chat_id)
+    events = await collect_until(conn, "chat.run_complete", timeout=60)  # same socket: it follows the new actor
+    await conn.close()
+    results = {e["data"]["name"]: e["data"] for e in of_type(events, "chat.tool_response")}
+    assert results["safe_step"]["status"] == "ok" and results["safe_step"]["result"] == "safe done"
+    assert results["unsafe_step"]["status"] == "error" and "not idempotent" in results["unsafe_step"]["error"]
+    assert events[-1]["data"]["status"] == "completed"
+    history = (await broker.events(session.chat_id, limit=1000))["events"]
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    assert len(of_type(history, "chat.tool_response")) == 2
