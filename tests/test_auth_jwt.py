@@ -11,10 +11,8 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from broker.errors import AuthError
 from broker.jwks import JwksCache
 from broker.user_jwt import UserJwtVerifier
 from settings import Settings
+from tests.jwks_server import JwksServer
 
 SECRET = secrets.token_urlsafe(48)
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -229,36 +228,6 @@ async def test_runtime_tokens_refused_by_typ_or_audience() -> None:
 
 
 # --- JWKS -------------------------------------------------------------------------------------
-
-class JwksServer:
-    """A real HTTP server on 127.0.0.1 that serves ``document`` and counts requests."""
-
-    def __init__(self) -> None:
-        self.document: dict[str, Any] = {"keys": []}
-        self.hits = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.hits += 1
-                body = json.dumps(owner.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/.well-known/jwks.json"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
 
 @pytest.fixture
 def jwks_server() -> Iterator[JwksServer]:

@@ -5,13 +5,10 @@ The JWKS test runs a real HTTP server on 127.0.0.1; nothing is mocked.
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -23,6 +20,7 @@ from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenMinter, RuntimeTokenVerifier
 from broker.user_jwt import UserJwtVerifier
 from settings import Settings
+from tests.jwks_server import JwksServer
 
 SECRET = secrets.token_urlsafe(48)
 HOST_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -184,32 +182,6 @@ async def test_standalone_token_from_an_untrusted_key_refused() -> None:
     runtime = RuntimeTokenVerifier(make_settings(runtime_token_secret=None, runtime_token_algorithm="RS256",
                                                  runtime_token_public_key=public_pem(HOST_RSA_KEY)))
     await refused(runtime, token, "signature is invalid")
-
-
-class JwksServer:
-    """A real HTTP server on 127.0.0.1 serving one JSON document."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/jwks.json"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture
