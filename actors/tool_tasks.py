@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -31,11 +32,15 @@ def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str,
               ctx: ToolContext, session: Any, call_id: str, name: str) -> dict[str, Any]:
     started = time.time()
     if session is not None:
+        # The chat id lets a session actor that has since been recycled to another chat drop it.
         ctx.progress_sink = lambda fraction, message: session.tool_progress.remote(
-            call_id, name, fraction, message)
+            ctx.chat_id, call_id, name, fraction, message)
     node_id = ray.get_runtime_context().get_node_id()
     try:
         fn = import_tool(Path(workflow_path), file, function)
+        # Tool modules live under generated names other workers cannot import: whatever a tool
+        # sends to Ray tasks of its own must carry the module's code, not a reference to it.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[fn.__module__])
         result = call_tool(fn, arguments, ctx)
         return ToolOutcome(status="ok", result=result, context_changes=ctx.context_changes,
                            started_at=started, ended_at=time.time(), node_id=node_id).model_dump()

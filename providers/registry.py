@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from providers.base import ModelError, ModelProvider
+from providers.base import DeltaCallback, ModelError, ModelProvider, ModelReply, ModelRequest
 from providers.scripted import ScriptedProvider
 from settings import Settings
 
@@ -24,6 +24,8 @@ class ProviderRegistry:
         key = (os.environ.get(model.api_key_env) if model.api_key_env else None) or (
             s.openai_api_key.get_secret_value() if s.openai_api_key else None)
         if not key and not base_url:
+            if model.fallback is not None:
+                return _Fallback(self.get(model.fallback), model.fallback)
             raise ModelError("No model endpoint configured: set MOZAIKS_OPENAI_API_KEY or MOZAIKS_OPENAI_BASE_URL",
                              retryable=False, code="model_not_configured")
         cache_key = (base_url, model.api_key_env)
@@ -33,3 +35,14 @@ class ProviderRegistry:
                                                      default_model=s.default_model, timeout_s=s.model_timeout_s,
                                                      max_retries=s.model_max_retries)
         return self._openai[cache_key]
+
+
+class _Fallback(ModelProvider):
+    """Answers every call of an unconfigured model as its ``fallback`` model would."""
+
+    def __init__(self, provider: ModelProvider, model: Any) -> None:
+        self._provider = provider
+        self._model = model.model_dump()
+
+    async def complete(self, request: ModelRequest, on_delta: DeltaCallback | None = None) -> ModelReply:
+        return await self._provider.complete(request.model_copy(update={"model": self._model}), on_delta)

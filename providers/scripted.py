@@ -56,17 +56,21 @@ class ScriptedProvider(ModelProvider):
         script: list[dict[str, Any]] = request.model.get("script") or []
         params: dict[str, Any] = request.model.get("params") or {}
         prompt_tokens = sum(estimate_tokens(m.content or "") for m in request.messages)
-        if request.call_index >= len(script):
+        index = request.call_index
+        if index >= len(script) and script and params.get("repeat_last"):
+            index = len(script) - 1  # a stand-in that answers every call, e.g. an offline fallback
+        if index >= len(script):
             return ModelReply(exhausted=True, model="scripted",
                               usage=Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens))
-        item = fill_placeholders(script[request.call_index], request)
+        item = fill_placeholders(script[index], request)
         text: str | None = item.get("text")
         if text and on_delta is not None:
             await _stream(text, on_delta, int(params.get("stream_chunk_chars", 0)),
                           float(params.get("stream_delay_s", 0.0)))
         structured = item.get("structured")
         completion_text = (text or "") + (json.dumps(structured) if structured is not None else "")
-        calls = [ToolCallRequest(id=f"call_{request.call_index}_{i}", name=c["name"],
+        # Unique in the chat: call_index counts per agent, and answered calls are found by id.
+        calls = [ToolCallRequest(id=f"call_{request.agent}_{request.call_index}_{i}", name=c["name"],
                                  arguments=c.get("arguments") or {})
                  for i, c in enumerate(item.get("tool_calls") or [])]
         completion_tokens = estimate_tokens(completion_text) + sum(

@@ -89,7 +89,7 @@ async def test_only_the_chat_itself_can_answer_its_waits(broker_for):
     await collect_until(other_conn, "chat.input_request")
     ack = await other_conn.say("hijack", input_request_id=request["data"]["request_id"])
     assert ack["status"] == "rejected"
-    ui_ack = await other_conn.respond_ui("call_0_0", {"decision": "stolen"})
+    ui_ack = await other_conn.respond_ui("call_Asker_1_0", {"decision": "stolen"})
     assert ui_ack["status"] == "rejected"
     await other_conn.close()
     # Another user cannot even open the socket with the owner's path and their own token.

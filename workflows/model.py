@@ -57,7 +57,7 @@ class ScriptReply(_Strict):
         return self
 
 
-_MODEL_KEYS = {"provider", "name", "model", "temperature", "base_url", "api_key_env", "script", "params"}
+_MODEL_KEYS = {"provider", "name", "model", "temperature", "base_url", "api_key_env", "script", "params", "fallback"}
 
 
 class ModelConfig(FormatModel):
@@ -68,6 +68,9 @@ class ModelConfig(FormatModel):
     api_key_env: str | None = None  # name of the environment variable holding the API key
     script: list[ScriptReply] = []
     params: dict[str, Any] = {}  # any other OpenAI parameter (max_tokens, top_p, …), passed through
+    # Answers instead while no endpoint is configured (no base URL, no key): an agent meant for a
+    # real model that still says something useful offline, like the built-in `ask` assistant.
+    fallback: ModelConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,18 @@ from pydantic import Field, field_validator, model_validator
 
 from workflows.model import FormatModel
 
+# The context key of a chat a journey created: {"id", "instance", "step"}. Reserved: a client
+# cannot set it, or it could forge journey membership and skip a step's prerequisites.
+JOURNEY_CONTEXT_KEY = "journey"
+
+
+class JourneyTag(FormatModel):
+    """Which journey run a chat belongs to; `instance` is the chat id of the run's first step."""
+
+    id: str
+    instance: str
+    step: int
+
 
 class PackWorkflow(FormatModel):
     id: str

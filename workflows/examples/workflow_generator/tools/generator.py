@@ -1,0 +1,129 @@
+"""The workflow generator's tools. Each call runs as a Ray task; `write_workflow` fans out one
+more Ray task per generated agent, the way a model-backed generator writes its agents in parallel.
+
+The generated workflow chains its agents with after-work handoffs. Each agent uses the runtime's
+configured model, and a scripted fallback when none is configured, so it runs offline too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+from pydantic import BaseModel, Field
+
+from workflows.loader import load_workflow
+
+RESERVED = {"user", "terminate"}
+
+
+class AgentDraft(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=40)
+    role: str = Field(min_length=1)
+
+
+class WorkflowDraft(BaseModel):
+    """What the user reviews in the WorkflowDraft artifact, and may edit before approving."""
+
+    workflow_name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    description: str
+    agents: list[AgentDraft] = Field(min_length=1, max_length=12)
+
+
+def remember(key: Literal["purpose", "agent_names"], value: str, ctx: Any) -> dict[str, str]:
+    ctx.set_context(key, value.strip())
+    return {"saved": key}
+
+
+def review_draft(ctx: Any) -> dict[str, Any]:
+    """The artifact's props: the draft built from the interview."""
+    return draft_from(ctx.context).model_dump()
+
+
+def write_workflow(ctx: Any) -> dict[str, Any]:
+    review = ctx.context.get("draft_review")
+    edited = review.get("draft") if isinstance(review, Mapping) else None
+    draft = WorkflowDraft.model_validate(edited) if edited else draft_from(ctx.context)
+    written = ray.get([define_agent.remote(draft.model_dump(), i) for i in range(len(draft.agents))])
+    # One folder per chat, so two users generating the same name never overwrite each other.
+    target = output_root() / ctx.chat_id / draft.workflow_name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    names = [agent["definition"]["name"] for agent in written]
+    files = {
+        "orchestrator.json": {"name": draft.workflow_name, "display_name": draft.description[:60],
+                              "description": draft.description, "startup_mode": "AgentDriven",
+                              "initial_agent": names[0], "max_turns": len(names) + 2},
+        "agents.json": {"agents": [agent["definition"] for agent in written]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": source, "target_agent": target_agent, "handoff_type": "after_work"}
+            for source, target_agent in zip(names, [*names[1:], "terminate"])]},
+    }
+    for file, content in files.items():
+        (target / file).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    workflow = load_workflow(target)  # a WorkflowError fails the tool, and the Builder hears why
+    ctx.set_context("generated_name", workflow.name)
+    ctx.set_context("output_path", str(target))
+    return {"path": str(target), "workflow_name": workflow.name, "agents": workflow.agent_names,
+            "tasks": [agent["task"] for agent in written]}
+
+
+@ray.remote(num_cpus=0.1)
+def define_agent(draft: dict[str, Any], index: int) -> dict[str, Any]:
+    """One generated agent's definition (where a real generator would ask a model to write it)."""
+    agent = draft["agents"][index]
+    purpose = draft["description"]
+    definition = {
+        "name": agent["name"],
+        "display_name": agent["name"],
+        "description": agent["role"],
+        "prompt_sections": [
+            {"heading": "Goal", "content": purpose},
+            {"heading": "Your part", "content": agent["role"]},
+        ],
+        "model": {"provider": "openai", "fallback": {"provider": "scripted", "repeat_last": True, "script": [
+            {"text": f"{agent['name']} here. My part: {agent['role']}"}]}},
+    }
+    return {"definition": definition,
+            "task": {"agent": agent["name"], "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}}
+
+
+def draft_from(context: Mapping[str, Any]) -> WorkflowDraft:
+    purpose = str(context.get("purpose") or "").strip() or "A generated workflow"
+    words = re.findall(r"[a-z0-9]+", purpose.lower())[:5]
+    workflow_name = "_".join(words) if words and words[0][0].isalpha() else "_".join(["generated", *words])
+    listed = re.split(r",|\band\b", str(context.get("agent_names") or ""))
+    names = list(dict.fromkeys(name for name in map(agent_name, listed) if name)) or ["Assistant"]
+    return WorkflowDraft(workflow_name=workflow_name[:64], description=purpose,
+                         agents=[AgentDraft(name=name, role=_role(i, len(names))) for i, name in enumerate(names)])
+
+
+def agent_name(raw: str) -> str:
+    """'research lead' -> 'ResearchLead': a name the workflow format accepts, or '' for none."""
+    name = "".join(word[:1].upper() + word[1:] for word in re.findall(r"[A-Za-z0-9]+", raw))[:40]
+    if name and not name[0].isalpha():
+        name = f"Agent{name}"[:40]
+    return f"{name}Agent" if name.lower() in RESERVED else name
+
+
+def _role(index: int, count: int) -> str:
+    if count == 1:
+        return "Does the whole job and tells the user the result."
+    if index == 0:
+        return "Starts the work and hands it to the next agent."
+    if index == count - 1:
+        return "Finishes the work and tells the user the result."
+    return "Builds on the previous agent's work and hands it on."
+
+
+def output_root() -> Path:
+    """Where generated workflows go: MOZAIKS_GENERATED_DIR (shared storage on a cluster), else the
+    system temp dir of the node the tool ran on."""
+    return Path(os.environ.get("MOZAIKS_GENERATED_DIR") or Path(tempfile.gettempdir()) / "mozaiks-generated")
