@@ -293,3 +293,32 @@ def test_model_override_runs_scripted_examples_on_the_configured_model(settings,
     live = settings.model_copy(update={"model_override": "openai", "default_model": "my-model"})
     model = resolve_model(hello, "Greeter", live)
     assert (model.provider, model.name) == ("openai", "my-model")
+
+
+async def test_a_reactivated_session_gives_the_model_the_whole_history(broker_for, workflows_dir, fake_model):
+    """The MozaiksAI runtime dropped assistant messages on resume; ours rebuilds them from the log."""
+    import os
+    import signal
+
+    import ray
+
+    from actors.directory import DIRECTORY_NAME, NAMESPACE
+
+    _openai_workflow(workflows_dir, "openai_resume", fake_model.base_url)
+    fake_model.enqueue(FakeResponse(text="Hello there, I remember kettles."),
+                       FakeResponse(text="Still here."))
+    broker = broker_for("resumer")
+    session, conn = await start(broker, "openai_resume", "hi")
+    await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+    actor = await directory.get.remote("test-app", "resumer", session.chat_id)
+    os.kill(await actor.pid.remote(), signal.SIGKILL)
+    await asyncio.sleep(0.5)
+    conn = await broker.connect(session, last_seq=None)
+    await conn.say("are you still there?")
+    await collect_until(conn, "chat.run_complete")
+    await conn.close()
+    messages = fake_model.requests[-1].body["messages"]
+    assert [(m["role"], m.get("content")) for m in messages[1:]] == [
+        ("user", "hi"), ("assistant", "Hello there, I remember kettles."), ("user", "are you still there?")]
