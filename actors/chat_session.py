@@ -1,16 +1,27 @@
-"""The ChatSession Ray actor: one per active chat, the single writer of that chat's state and log.
+"""The ChatSession Ray actor: the single writer of one chat's state and log while it is bound to it.
 
-Actors are started blank (a warm pool keeps some ready) and bound to a chat by ``activate``,
-which takes ownership in the store with a new epoch and rebuilds the chat from its log.
-Sockets watch it by long-polling ``poll``; client messages arrive through ``submit``.
+Lifecycle. The directory starts actors blank and ``prepare``s them off the user's critical path
+(store open, workflows loaded); ``activate`` binds one to a chat, taking ownership in the store
+with a new epoch and rebuilding the chat from its log; ``release`` unbinds it again once the chat
+is idle (passivation: the store already holds everything), after which the directory may bind
+the same process to another chat. All per-chat state lives in one ``_Binding`` that is dropped
+whole, so nothing of one chat survives into the next.
+
+Because a process may serve several chats over its life, every call names the chat it is meant
+for; a caller whose handle predates a release gets ``StaleOwnerError`` and asks the directory
+again. Sockets watch the chat by long-polling ``poll``; client messages arrive through ``submit``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -18,140 +29,259 @@ from pydantic import ValidationError
 
 from actors.engine import SessionEngine, StaleOwnerError
 from actors.event_hub import EventHub
+from actors.journeys import advance_journeys
 from protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
 from protocol.events import Event
 from providers.registry import ProviderRegistry
 from settings import Settings
-from store import DuplicateMessageError, Store, open_store
+from store import DuplicateMessageError, open_store
 from workflows.catalog import WorkflowCatalog
+from workflows.loader import WorkflowError
 
 log = logging.getLogger("mozaiks.session")
 
 # A watcher that has not polled for this long is considered gone (its ingress replica died).
 WATCHER_LEASE_S = 60.0
+Poll = tuple[list[tuple[int | None, str]], int, bool]
+
+
+@dataclass(eq=False)
+class _Binding:
+    """Everything the actor holds for the one chat it serves."""
+
+    engine: SessionEngine
+    hub: EventHub
+    idle_timeout_s: float
+    watchers: dict[str, float] = field(default_factory=dict)  # watcher id -> last poll (monotonic)
+    in_flight: int = 0  # client calls being handled right now
+    last_touch: float = field(default_factory=time.monotonic)
+    ended: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    lifecycle: asyncio.Task[None] | None = None
+    nudge: asyncio.Event = field(default_factory=asyncio.Event)  # look now, not at the next tick
+
+    @property
+    def chat_id(self) -> str:
+        return self.engine.chat.chat_id
+
+    def active_watchers(self) -> int:
+        cutoff = time.monotonic() - WATCHER_LEASE_S
+        for watcher, seen in list(self.watchers.items()):
+            if seen < cutoff:
+                del self.watchers[watcher]  # its next poll, if any, re-attaches
+        return len(self.watchers)
+
+    def idle_for(self) -> float:
+        return time.monotonic() - max(self.last_touch, self.hub.last_publish)
+
+    def passivatable(self) -> bool:
+        """Nobody watching and nothing running: waiting for a user is not running work."""
+        return self.in_flight == 0 and not self.active_watchers() and self.engine.settled()
+
+    def wake_at(self) -> float | None:
+        """When a durable wait of this chat times out (epoch seconds): the chat must be resident then."""
+        state = self.engine.state
+        wait = state.pending_input or state.pending_ui
+        return wait.timeout_at if wait is not None else None
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class ChatSession:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, directory: Any) -> None:
         self.settings = settings
-        self.hub = EventHub()
-        self.engine: SessionEngine | None = None
-        self.store: Store | None = None
+        self.directory = directory
+        self.store = open_store(settings.resolved_store_url)
         self.catalog = WorkflowCatalog(settings.workflows_dir)
         self.providers = ProviderRegistry(settings)
-        self.watchers: dict[str, float] = {}
-        self.last_activity = time.monotonic()
+        self.binding: _Binding | None = None
+        self.handle = ray.get_runtime_context().current_actor
 
-    async def ping(self) -> str:
-        return self.engine.chat.chat_id if self.engine else ""
+    # ------------------------------------------------------------------ lifecycle
+    async def prepare(self) -> str:
+        """Do the slow part of activation while blank: open the store, parse the workflows.
+        Returns the node this actor lives on (the directory caps resident sessions per node)."""
+        await self.store.init()
+        try:
+            await asyncio.to_thread(self.catalog.all)
+        except WorkflowError:
+            log.exception("a workflow failed to load; it is reported again when a chat uses it")
+        return ray.get_runtime_context().get_node_id()
 
     async def pid(self) -> int:
         return os.getpid()
 
-    async def activate(self, app_id: str, user_id: str, chat_id: str) -> dict[str, Any] | None:
+    async def ping(self) -> str:
+        """The chat this actor serves, or "" while blank."""
+        return self.binding.chat_id if self.binding else ""
+
+    async def activate(self, app_id: str, user_id: str, chat_id: str, idle_timeout_s: float) -> dict[str, Any] | None:
         """Bind this blank actor to a chat. Returns chat_meta data, or None if no such chat."""
-        if self.engine is not None:
-            raise RuntimeError("session actor already bound")
-        if self.store is None:
-            self.store = open_store(self.settings.resolved_store_url)
-            await self.store.init()
-        chat = await self.store.get_chat(app_id, user_id, chat_id)
-        if chat is None:
+        if self.binding is not None:
+            raise RuntimeError(f"session actor already serves chat {self.binding.chat_id}")
+        try:
+            epoch = await self.store.claim(app_id, user_id, chat_id)
+        except KeyError:
             return None
-        epoch = await self.store.claim(app_id, user_id, chat_id)
+        # Read after the claim: from here on the previous owner can no longer move last_seq.
         chat = await self.store.get_chat(app_id, user_id, chat_id)
         assert chat is not None
         workflow = self.catalog.get(chat.workflow_name)
-        self.engine = SessionEngine(self.settings, self.store, workflow, chat, epoch, self.hub, self.providers,
-                                    ray.get_runtime_context().current_actor)
-        await self.engine.load()
-        await self.engine.resume()
-        return self.engine.meta()
+        hub = EventHub()
+        engine = SessionEngine(self.settings, self.store, workflow, chat, epoch, hub, self.providers, self.handle,
+                               on_run_end=lambda status: advance_journeys(engine, self.catalog, status))
+        binding = _Binding(engine, hub, idle_timeout_s)
+        self.binding = binding
+        try:
+            await engine.load()
+            await engine.resume()
+        except BaseException:
+            await self._unbind(binding, "failed")
+            raise
+        binding.lifecycle = asyncio.create_task(self._lifecycle(binding))
+        return engine.meta()
 
-    def _engine(self) -> SessionEngine:
-        if self.engine is None or self.engine.stale:
-            raise StaleOwnerError("session actor is not bound to a live chat")
-        return self.engine
+    async def release(self, chat_id: str, only_if_idle: bool = True) -> tuple[bool, float | None]:
+        """Unbind from the chat (the directory calls this, holding the chat's lock). Returns whether
+        it did, and when the chat's open wait times out, so the directory can wake it then."""
+        binding = self.binding
+        if binding is None or binding.chat_id != chat_id:
+            return True, None
+        if only_if_idle and not binding.passivatable():
+            return False, None
+        wake_at = binding.wake_at()
+        await self._unbind(binding, "released")
+        return True, wake_at
+
+    async def lifetime(self, chat_id: str) -> str:
+        """Returns when this actor stops serving the chat; fails with RayActorError if it dies first.
+        The directory keeps one such call open per resident chat to notice crashes."""
+        binding = self.binding
+        if binding is None or binding.chat_id != chat_id:
+            return "released"
+        return await asyncio.shield(binding.ended)
+
+    async def _unbind(self, binding: _Binding, reason: str) -> None:
+        if self.binding is binding:
+            self.binding = None
+        await binding.engine.stop()
+        binding.hub.wake()  # polls in progress return and find the chat gone
+        if binding.lifecycle is not None and binding.lifecycle is not asyncio.current_task():
+            binding.lifecycle.cancel()
+        if not binding.ended.done():
+            binding.ended.set_result(reason)
+
+    async def _lifecycle(self, binding: _Binding) -> None:
+        """Passivate after the idle timeout; leave at once when a newer owner fenced us out."""
+        tick = min(max(binding.idle_timeout_s / 10, 0.05), 5.0)
+        while self.binding is binding:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(binding.nudge.wait(), tick)
+            if binding.engine.stale:
+                await self._retire(binding)
+                return
+            if binding.passivatable() and binding.idle_for() >= binding.idle_timeout_s:
+                # The directory decides, under the chat's lock, and calls release() back.
+                await self.directory.passivate.remote(binding.chat_id, self.handle)
+
+    async def _retire(self, binding: _Binding) -> None:
+        log.warning("chat %s has a newer owner; this session stops", binding.chat_id)
+        await self._unbind(binding, "fenced")
+        await self.directory.fenced.remote(binding.chat_id, self.handle)
+
+    def _bound(self, chat_id: str) -> _Binding:
+        binding = self.binding
+        if binding is None or binding.chat_id != chat_id or binding.engine.stale:
+            raise StaleOwnerError(f"this session actor does not serve chat {chat_id}")
+        return binding
+
+    @contextmanager
+    def _serving(self, chat_id: str) -> Iterator[_Binding]:
+        """A client call: the chat is not idle while it runs, nor can it passivate under it."""
+        binding = self._bound(chat_id)
+        binding.in_flight += 1
+        try:
+            yield binding
+        except StaleOwnerError:
+            binding.nudge.set()  # fenced out: no need to wait for the next tick to leave
+            raise
+        finally:
+            binding.in_flight -= 1
+            binding.last_touch = time.monotonic()
 
     # ------------------------------------------------------------------ watchers
-    async def attach(self, watcher_id: str) -> tuple[dict[str, Any], int]:
-        engine = self._engine()
-        self.watchers[watcher_id] = time.monotonic()
-        self.last_activity = time.monotonic()
-        meta, offset = engine.meta(), self.hub.offset
-        await engine.on_attach()
-        return meta, offset
+    async def attach(self, chat_id: str, watcher_id: str) -> tuple[dict[str, Any], int]:
+        with self._serving(chat_id) as binding:
+            binding.watchers[watcher_id] = time.monotonic()
+            meta, offset = binding.engine.meta(), binding.hub.offset
+            await binding.engine.on_attach()
+            return meta, offset
 
-    async def detach(self, watcher_id: str) -> None:
-        self.watchers.pop(watcher_id, None)
-        self.last_activity = time.monotonic()
+    async def detach(self, chat_id: str, watcher_id: str) -> None:
+        binding = self.binding
+        if binding is not None and binding.chat_id == chat_id:
+            binding.watchers.pop(watcher_id, None)
+            binding.last_touch = time.monotonic()
 
-    async def poll(self, watcher_id: str, after: int, timeout: float) -> tuple[list[tuple[int | None, str]], int, bool]:
-        self._engine()
-        self.watchers[watcher_id] = time.monotonic()
-        result = await self.hub.wait(after, timeout)
-        if self.engine is None or self.engine.stale:
-            raise StaleOwnerError("session lost ownership")
+    async def poll(self, chat_id: str, watcher_id: str, after: int, timeout: float) -> Poll:
+        binding = self._bound(chat_id)
+        if watcher_id not in binding.watchers:
+            raise StaleOwnerError(f"watcher {watcher_id} is not attached to chat {chat_id}")
+        binding.watchers[watcher_id] = time.monotonic()
+        result = await binding.hub.wait(after, timeout)
+        if self.binding is not binding or binding.engine.stale:
+            raise StaleOwnerError(f"this session actor no longer serves chat {chat_id}")
         return result
 
-    async def read_events(self, after_seq: int, upto_seq: int | None = None) -> list[tuple[int, str]]:
+    async def read_events(self, chat_id: str, after_seq: int, upto_seq: int | None = None) -> list[tuple[int, str]]:
         """Durable events with after_seq < seq <= upto_seq, as (seq, envelope JSON), for replay."""
-        engine = self._engine()
-        assert self.store is not None
-        chat = engine.chat
+        chat = self._bound(chat_id).engine.chat
         limit = None if upto_seq is None else max(0, upto_seq - after_seq)
         events = await self.store.read_events(chat.app_id, chat.user_id, chat.chat_id, after_seq, limit)
         return [(e.seq, Event(type=e.type, seq=e.seq, chat_id=chat.chat_id, timestamp=e.timestamp,
                               agent=e.agent, data=e.data).model_dump_json())
                 for e in events if upto_seq is None or e.seq <= upto_seq]
 
-    def active_watchers(self) -> int:
-        cutoff = time.monotonic() - WATCHER_LEASE_S
-        return sum(1 for seen in self.watchers.values() if seen >= cutoff)
-
     # ------------------------------------------------------------------ client messages
-    async def submit(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, chat_id: str, raw: dict[str, Any]) -> dict[str, Any]:
         """Handle one client message; returns the ``ack`` data. Persisted before it is acked."""
-        engine = self._engine()
-        self.last_activity = time.monotonic()
-        try:
-            message = client_message_adapter.validate_python(raw)
-        except ValidationError as exc:
-            return {"id": str(raw.get("id", "")), "status": "rejected", "reason": _first_error(exc)}
-        try:
-            if isinstance(message, UserInputSubmit):
-                return await engine.submit_text(message.id, message.text, message.input_request_id)
-            if isinstance(message, UiToolResponse):
-                return await engine.submit_ui_response(message.id, message.call_id, message.response)
-            if isinstance(message, ChatCancel):
-                cancelled = await engine.cancel(message.mode)
-                return {"id": message.id, "status": "accepted" if cancelled else "rejected",
-                        "reason": None if cancelled else "no_run_in_progress"}
-        except DuplicateMessageError:
-            return {"id": raw.get("id"), "status": "duplicate", "reason": None}
-        return {"id": str(raw.get("id", "")), "status": "rejected", "reason": "unsupported_message_type"}
+        with self._serving(chat_id) as binding:
+            engine = binding.engine
+            try:
+                message = client_message_adapter.validate_python(raw)
+            except ValidationError as exc:
+                return {"id": str(raw.get("id", "")), "status": "rejected", "reason": _first_error(exc)}
+            try:
+                if isinstance(message, UserInputSubmit):
+                    return await engine.submit_text(message.id, message.text, message.input_request_id)
+                if isinstance(message, UiToolResponse):
+                    return await engine.submit_ui_response(message.id, message.call_id, message.response)
+                if isinstance(message, ChatCancel):
+                    cancelled = await engine.cancel(message.mode)
+                    return {"id": message.id, "status": "accepted" if cancelled else "rejected",
+                            "reason": None if cancelled else "no_run_in_progress"}
+            except DuplicateMessageError:
+                return {"id": raw.get("id"), "status": "duplicate", "reason": None}
+            return {"id": str(raw.get("id", "")), "status": "rejected", "reason": "unsupported_message_type"}
 
-    async def cancel(self, mode: str) -> bool:
-        return await self._engine().cancel(mode)
+    async def cancel(self, chat_id: str, mode: str) -> bool:
+        with self._serving(chat_id) as binding:
+            return await binding.engine.cancel(mode)
 
-    async def tool_progress(self, call_id: str, name: str, fraction: float, message: str) -> None:
-        if self.engine is not None:
-            self.engine.publish_ephemeral("tool_progress", None, {
+    async def start(self, chat_id: str) -> None:
+        """Start an AgentDriven chat that nobody has opened yet (a journey's next step)."""
+        with self._serving(chat_id) as binding:
+            await binding.engine.on_attach()
+
+    async def tool_progress(self, chat_id: str, call_id: str, name: str, fraction: float, message: str) -> None:
+        binding = self.binding
+        if binding is not None and binding.chat_id == chat_id:
+            binding.engine.publish_ephemeral("tool_progress", None, {
                 "call_id": call_id, "name": name, "progress": max(0.0, min(1.0, float(fraction))),
                 "message": message})
 
-    async def status(self) -> dict[str, Any]:
-        engine = self._engine()
-        return {**engine.meta(), "watchers": self.active_watchers(),
-                "idle_s": time.monotonic() - self.last_activity}
-
-    async def shutdown(self) -> None:
-        if self.engine is not None:
-            await self.engine.stop()
-        if self.store is not None:
-            await self.store.close()
-        await asyncio.sleep(0)
+    async def status(self, chat_id: str) -> dict[str, Any]:
+        binding = self._bound(chat_id)
+        return {**binding.engine.meta(), "watchers": binding.active_watchers(), "idle_s": binding.idle_for(),
+                "passivatable": binding.passivatable()}
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -1,95 +1,321 @@
-"""Finds or activates the one session actor of a chat, and keeps a pool of blank actors warm.
+"""Finds or activates the one session actor of a chat; passivates, caps and recycles them.
 
-A single named actor per cluster. Activation of a chat is serialised by a per-chat lock, so any
-number of concurrent connects and broker calls for the same chat end with one live actor; the
-store's epoch fences out any actor this directory lost track of.
+A single named actor per cluster, and the owner of every session actor (so if it dies and
+restarts, its sessions die with it and nothing is left serving a chat it no longer knows).
+
+- **Activation** of a chat is serialised by a per-chat lock: any number of concurrent connects and
+  broker calls end with one live actor. The store's epoch fences out any actor this directory
+  lost track of.
+- **Warm pool**: blank actors, prepared (store open, workflows parsed) before anyone needs them,
+  so starting a chat does not wait for a process to boot.
+- **Passivation**: a session that has been idle for ``idle_timeout_s`` asks to be passivated; the
+  directory releases it under the chat's lock and recycles the process into the pool (or ends
+  it). When a node holds ``max_resident_sessions``, activating another chat there first
+  passivates the least recently used idle one. A chat whose open wait has a timeout is woken
+  again at that moment.
+- **Crash recovery**: the directory keeps a ``lifetime`` call open on every resident session;
+  when the process dies, the chat is re-activated from its log at once, so a turn in progress
+  continues even with nobody connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.chat_session import ChatSession
+from actors.coordination import KeyedLocks, WakeupTimer
 from settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
 
 DIRECTORY_NAME = "mozaiks-session-directory"
 NAMESPACE = "mozaiks"
+# How many least-recently-used chats one activation asks before it gives up making room.
+EVICTION_CANDIDATES = 8
+# A chat whose session keeps crashing is re-activated automatically at most this often; after
+# that it waits for its next connection or message.
+AUTO_RESTART_EVERY_S = 30.0
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@dataclass
+class LifecyclePolicy:
+    idle_timeout_s: float
+    max_resident_sessions: int
+    warm_pool_size: int
+
+
+@dataclass(eq=False)
+class _Actor:
+    handle: Any
+    node_id: str
+
+
+@dataclass(eq=False)
+class _Resident:
+    actor: _Actor
+    app_id: str
+    user_id: str
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class SessionDirectory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sessions: dict[str, Any] = {}
-        self.owners: dict[str, tuple[str, str]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-        self.pool: list[Any] = []
+        self.policy = LifecyclePolicy(settings.idle_timeout_s, settings.max_resident_sessions,
+                                      settings.warm_pool_size)
+        self.resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
+        self.per_node: Counter[str] = Counter()
+        self.pool: list[_Actor] = []
+        self.locks = KeyedLocks()
+        self.wakeups: WakeupTimer[tuple[str, str, str]] = WakeupTimer(
+            lambda key: self._spawn(self._wake(*key)))
+        self.restarted_at: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()
+        self.handle = ray.get_runtime_context().current_actor
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._refill_task: asyncio.Task[None] | None = None
-        self.activations = 0
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it; returns the pool size."""
         await self._refill()
         return len(self.pool)
 
-    def _new_actor(self) -> Any:
-        return ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings)
+    # ------------------------------------------------------------------ activation
+    async def get(self, app_id: str, user_id: str, chat_id: str, dead: Any = None) -> Any | None:
+        """The chat's live session actor, activating one if needed; None if the chat does not exist
+        for this app and user. ``dead`` is a handle the caller saw die: it is replaced."""
+        async with self.locks.hold(chat_id):
+            entry = self.resident.get(chat_id)
+            if entry is not None and dead is not None and entry.actor.handle == dead:
+                # Perhaps only unreachable: it must not live on beside its replacement.
+                self._drop(chat_id)
+                ray.kill(dead, no_restart=True)
+                entry = None
+            if entry is not None:
+                if (entry.app_id, entry.user_id) != (app_id, user_id):
+                    return None  # another tenant's chat id looks exactly like a missing one
+                self.resident.move_to_end(chat_id)
+                return entry.actor.handle
+            return await self._activate(app_id, user_id, chat_id)
 
-    async def _refill(self) -> None:
-        missing = self.settings.warm_pool_size - len(self.pool)
-        if missing <= 0:
-            return
-        fresh = [self._new_actor() for _ in range(missing)]
-        await asyncio.gather(*(a.ping.remote() for a in fresh))
-        self.pool.extend(fresh)
+    async def peek(self, chat_id: str) -> Any | None:
+        """The chat's resident session actor, without activating one."""
+        entry = self.resident.get(chat_id)
+        return entry.actor.handle if entry is not None else None
+
+    async def _activate(self, app_id: str, user_id: str, chat_id: str) -> Any | None:
+        try:
+            # Pooled actors may have died meanwhile (all of them, when their node died): drop each
+            # dead one and take the next, and at last a fresh one, which SPREAD may still place on
+            # a node that is dying but not yet known dead.
+            for _ in range(len(self.pool) + 2):
+                try:
+                    actor = await self._take_blank()
+                except RayActorError:
+                    continue
+                await self._make_room(actor.node_id)
+                try:
+                    meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
+                except RayActorError:
+                    ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
+                    continue
+                except Exception:
+                    self._recycle(actor)  # a failed activation leaves the actor blank
+                    raise
+                if meta is None:
+                    self._recycle(actor)
+                    return None
+                entry = _Resident(actor, app_id, user_id)
+                self.resident[chat_id] = entry
+                self.per_node[actor.node_id] += 1
+                self.counters["activations"] += 1
+                self._spawn(self._watch(chat_id, entry))
+                return actor.handle
+            raise RuntimeError(f"no session actor could be started for chat {chat_id}")
+        finally:
+            self._schedule_refill()  # after the activation: an eviction may have refilled the pool already
+
+    async def _take_blank(self) -> _Actor:
+        if not self.pool:
+            freed = await self._evict(None)  # a node at its cap: reuse its least recently used idle session
+            if freed is not None:
+                return freed
+            self.counters["cold_starts"] += 1
+            return await self._start_actor()
+        return self.pool.pop()
+
+    async def _start_actor(self) -> _Actor:
+        handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, self.handle)
+        node_id = await handle.prepare.remote()
+        self.counters["processes_started"] += 1
+        return _Actor(handle, node_id)
 
     def _schedule_refill(self) -> None:
         if self._refill_task is None or self._refill_task.done():
-            self._refill_task = asyncio.create_task(self._refill())
+            self._refill_task = self._spawn(self._refill())
 
-    async def _take_blank(self) -> Any:
-        actor = self.pool.pop() if self.pool else self._new_actor()
+    async def _refill(self) -> None:
+        missing = self.policy.warm_pool_size - len(self.pool)
+        if missing <= 0:
+            return
+        started = await asyncio.gather(*(self._start_actor() for _ in range(missing)), return_exceptions=True)
+        for actor in started:
+            if isinstance(actor, _Actor):
+                self._recycle(actor)
+            else:
+                log.warning("a warm-pool session actor failed to start: %s", actor)
+
+    def _recycle(self, actor: _Actor) -> None:
+        """A blank actor goes back to the pool while it has room; otherwise its process ends."""
+        if len(self.pool) < self.policy.warm_pool_size:
+            self.pool.append(actor)
+        else:
+            ray.kill(actor.handle)
+
+    def _drop(self, chat_id: str) -> _Resident:
+        entry = self.resident.pop(chat_id)
+        self.per_node[entry.actor.node_id] -= 1
+        return entry
+
+    # ------------------------------------------------------------------ passivation
+    async def passivate(self, chat_id: str, actor: Any) -> bool:
+        """A session that has been idle long enough asks to go."""
+        async with self.locks.hold(chat_id):
+            entry = self.resident.get(chat_id)
+            if entry is None or entry.actor.handle != actor:
+                ray.kill(actor)  # not the chat's owner as far as we know: it must not live on as a second one
+                return True
+            if not await self._release(chat_id, entry):
+                return False
+            self._recycle(entry.actor)
+            return True
+
+    async def _make_room(self, node_id: str) -> None:
+        while self.per_node[node_id] >= self.policy.max_resident_sessions:
+            freed = await self._evict(node_id)
+            if freed is None:
+                # Every resident chat there is busy: the cap yields rather than making a user wait.
+                self.counters["over_cap"] += 1
+                return
+            self._recycle(freed)
+
+    async def _evict(self, node_id: str | None) -> _Actor | None:
+        """Passivate the least recently used idle chat on ``node_id`` (any node at its cap if None);
+        returns its now blank actor."""
+        asked = 0
+        for chat_id, entry in list(self.resident.items()):
+            node = entry.actor.node_id
+            if ((node_id is not None and node != node_id) or self.per_node[node] < self.policy.max_resident_sessions
+                    or self.locks.busy(chat_id)):
+                continue
+            if asked == EVICTION_CANDIDATES:
+                break
+            asked += 1
+            async with self.locks.hold(chat_id):
+                if self.resident.get(chat_id) is not entry:
+                    continue
+                if await self._release(chat_id, entry):
+                    self.counters["evictions"] += 1
+                    return entry.actor
+                if chat_id in self.resident:
+                    self.resident.move_to_end(chat_id)  # busy: ask the others first next time
+        return None
+
+    async def _release(self, chat_id: str, entry: _Resident) -> bool:
+        """Unbind the chat's session if it is idle (the caller holds the chat's lock)."""
+        try:
+            released, wake_at = await entry.actor.handle.release.remote(chat_id)
+        except RayActorError:
+            self._drop(chat_id)  # died meanwhile; its lifetime watch finds it gone
+            return False
+        if released:
+            self._drop(chat_id)
+            self.counters["passivations"] += 1
+            if wake_at is not None:
+                self.wakeups.add(wake_at, (entry.app_id, entry.user_id, chat_id))
+        return bool(released)
+
+    async def _wake(self, app_id: str, user_id: str, chat_id: str) -> None:
+        """A passivated chat's wait timed out: activating it lets the session apply the timeout."""
+        if chat_id not in self.resident:
+            await self.get(app_id, user_id, chat_id)
+
+    # ------------------------------------------------------------------ crashes and fencing
+    async def _watch(self, chat_id: str, entry: _Resident) -> None:
+        while True:
+            try:
+                await entry.actor.handle.lifetime.remote(chat_id)
+                return  # released normally
+            except ActorUnavailableError:
+                await asyncio.sleep(1.0)  # unreachable for now, maybe not dead
+                if self.resident.get(chat_id) is not entry:
+                    return
+            except RayActorError:
+                break
+        async with self.locks.hold(chat_id):
+            if self.resident.get(chat_id) is not entry:
+                return  # already replaced by a caller that saw it die
+            self._drop(chat_id)
+            self.counters["crashes"] += 1
+        now = time.monotonic()
+        self.restarted_at = {c: t for c, t in self.restarted_at.items() if now - t < AUTO_RESTART_EVERY_S}
+        if chat_id not in self.restarted_at:
+            self.restarted_at[chat_id] = now
+            log.warning("session of chat %s died; re-activating it from its log", chat_id)
+            await self.get(entry.app_id, entry.user_id, chat_id)
+
+    async def fenced(self, chat_id: str, actor: Any) -> None:
+        """A session found a newer owner of its chat in the store and let go of the chat; the
+        next call for the chat activates it afresh (and fences out whoever else claimed it)."""
+        self.counters["fenced"] += 1
+        async with self.locks.hold(chat_id):
+            entry = self.resident.get(chat_id)
+            if entry is None or entry.actor.handle != actor:
+                ray.kill(actor)  # not one of ours
+                return
+            self._drop(chat_id)
+            self._recycle(entry.actor)
+
+    # ------------------------------------------------------------------ operations
+    async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
+                        warm_pool_size: int | None = None) -> dict[str, Any]:
+        """Change the lifecycle policy at run time (new activations use the new idle timeout).
+        Returns the previous policy."""
+        previous = asdict(self.policy)
+        changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
+                   "warm_pool_size": warm_pool_size}
+        for name, value in changes.items():
+            if value is not None:
+                setattr(self.policy, name, value)
+        while len(self.pool) > self.policy.warm_pool_size:
+            ray.kill(self.pool.pop().handle)
         self._schedule_refill()
-        return actor
+        return previous
 
-    async def get(self, app_id: str, user_id: str, chat_id: str, dead: Any = None) -> Any | None:
-        """The chat's live session actor, activating one if needed; None if the chat does not exist
-        for this app and user. ``dead`` is a handle the caller saw fail: it is replaced."""
-        lock = self.locks.setdefault(chat_id, asyncio.Lock())
-        async with lock:
-            current = self.sessions.get(chat_id)
-            if current is not None and dead is not None and current._actor_id == dead._actor_id:
-                self.sessions.pop(chat_id, None)
-                self.owners.pop(chat_id, None)
-                current = None
-            if current is not None:
-                # Another tenant's chat id looks exactly like a missing one.
-                return current if self.owners.get(chat_id) == (app_id, user_id) else None
-            actor = await self._take_blank()
-            meta = await actor.activate.remote(app_id, user_id, chat_id)
-            if meta is None:
-                self.pool.append(actor)  # still blank: it can serve the next chat
-                return None
-            self.owners[chat_id] = (app_id, user_id)
-            self.sessions[chat_id] = actor
-            self.activations += 1
-            return actor
+    async def stats(self) -> dict[str, Any]:
+        return {"resident": len(self.resident), "pool": len(self.pool), "wakeups": len(self.wakeups),
+                "per_node": {node: n for node, n in self.per_node.items() if n}, "policy": asdict(self.policy),
+                **self.counters}
 
-    async def forget(self, chat_id: str, actor: Any) -> None:
-        """A session that passivated itself tells the directory it is gone."""
-        current = self.sessions.get(chat_id)
-        if current is not None and current._actor_id == actor._actor_id:
-            self.sessions.pop(chat_id, None)
-            self.owners.pop(chat_id, None)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
 
-    async def stats(self) -> dict[str, int]:
-        return {"resident": len(self.sessions), "pool": len(self.pool), "activations": self.activations}
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("directory background task failed", exc_info=task.exception())
 
 
 def get_directory(settings: Settings) -> Any:

@@ -9,6 +9,7 @@ which is their contract.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 
@@ -17,6 +18,7 @@ class EventHub:
         self._items: deque[tuple[int, int | None, str]] = deque(maxlen=capacity)
         self._offset = 0
         self._waiter: asyncio.Future[None] | None = None
+        self.last_publish = time.monotonic()  # the session is not idle while it keeps talking
 
     @property
     def offset(self) -> int:
@@ -25,6 +27,11 @@ class EventHub:
     def publish(self, seq: int | None, payload: str) -> None:
         self._offset += 1
         self._items.append((self._offset, seq, payload))
+        self.last_publish = time.monotonic()
+        self.wake()
+
+    def wake(self) -> None:
+        """Return every pending ``wait`` now (with what there is, maybe nothing)."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         self._waiter = None

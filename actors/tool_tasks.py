@@ -56,6 +56,9 @@ async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any
     opts = spec.execution
     ref = _run_tool.options(
         num_cpus=opts.num_cpus, resources=opts.resources or None,
+        # The calls of one reply are independent and meant to run at once: spread them over the
+        # nodes that offer what they ask for, rather than packing the session's own node first.
+        scheduling_strategy="SPREAD",
         # Ray re-runs a task whose worker or node died; a tool that is not idempotent runs at most once.
         max_retries=opts.max_retries if opts.idempotent else 0,
         retry_exceptions=False,
@@ -72,7 +75,13 @@ async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any
     except asyncio.CancelledError:
         ray.cancel(ref, force=True)
         raise
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-            ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as exc:
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+        # Ray has already re-run an idempotent tool max_retries times; any other tool may have had
+        # its effects before the node died, so it is reported, never re-run.
+        retried = opts.max_retries if opts.idempotent else 0
+        return ToolOutcome(status="error", error=f"tool task lost with its worker or node "
+                           f"({type(exc).__name__}) after {retried} retries", started_at=started,
+                           ended_at=time.time())
+    except (ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as exc:
         return ToolOutcome(status="error", error=f"tool task failed: {type(exc).__name__}",
                            started_at=started, ended_at=time.time())

@@ -20,6 +20,7 @@ from settings import Settings
 from store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
 from workflows.model import Workflow
+from workflows.pack import JOURNEY_CONTEXT_KEY
 
 
 class SessionBroker:
@@ -29,7 +30,8 @@ class SessionBroker:
         self.store = store
         self.catalog = catalog
         self.directory = directory
-        self.minter = RuntimeTokenMinter(settings)
+        # None on a Standalone runtime: the host's broker mints, and this one's endpoints are off.
+        self.minter = RuntimeTokenMinter(settings) if settings.mints_runtime_tokens else None
         self.gate = gate  # capabilities.Gate: entitlements and usage; None allows everything
 
     def _workflow(self, name: str) -> Workflow:
@@ -44,6 +46,10 @@ class SessionBroker:
             raise chat_not_found()
         return chat
 
+    def _mint(self, chat: ChatRecord) -> tuple[str, datetime]:
+        assert self.minter is not None, "the ingress refuses broker calls when this runtime does not mint"
+        return self.minter.mint(chat.user_id, chat.app_id, chat.chat_id, chat.workflow_name)
+
     def ws_url(self, chat: ChatRecord) -> str:
         base = self.settings.ws_base.rstrip("/")
         return f"{base}/ws/{chat.workflow_name}/{chat.app_id}/{chat.chat_id}/{chat.user_id}"
@@ -56,7 +62,7 @@ class SessionBroker:
         chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
                                              request.chat_id, request.context, idempotency_key,
                                              tenant_id=identity.tenant_id)
-        token, expires_at = self.minter.mint(chat.user_id, chat.app_id, chat.chat_id, chat.workflow_name)
+        token, expires_at = self._mint(chat)
         return CreateSessionResponse(chat_id=chat.chat_id, workflow_name=chat.workflow_name,
                                      status="created" if created else "resumed", ws_url=self.ws_url(chat),
                                      runtime_token=token, expires_at=_iso(expires_at)), created
@@ -76,6 +82,10 @@ class SessionBroker:
                                f"Chat {chat_id!r} belongs to workflow {chat.workflow_name!r}")
             created = False
         else:
+            if context and JOURNEY_CONTEXT_KEY in context:
+                raise ApiError(422, "invalid_request", "context.journey is set by journeys only",
+                               {"fields": [{"field": "context.journey", "message": "reserved"}]})
+            await self._check_prerequisites(app_id, user_id, workflow_name)
             now = utc_now_iso()
             record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=app_id, user_id=user_id,
                                 workflow_name=workflow_name, created_at=now, updated_at=now,
@@ -85,8 +95,24 @@ class SessionBroker:
         await self.directory.get.remote(app_id, user_id, chat.chat_id)
         return chat, created
 
+    async def _check_prerequisites(self, app_id: str, user_id: str, workflow_name: str) -> None:
+        """Pack gating: every dependency needs a completed chat of this user (failed ones never count)."""
+        pack = await asyncio.to_thread(self.catalog.pack)
+        if pack is None:
+            return
+        missing = [name for name in pack.dependencies_of(workflow_name)
+                   if not await self.store.has_completed(app_id, user_id, name)]
+        if missing:
+            raise ApiError(409, "prerequisites_not_met",
+                           f"Complete {', '.join(missing)} before starting {workflow_name}",
+                           {"missing": missing})
+
     async def list_sessions(self, identity: Identity, limit: int, cursor: str | None) -> SessionList:
-        chats, next_cursor = await self.store.list_chats(identity.app_id, identity.user_id, limit, cursor)
+        try:
+            chats, next_cursor = await self.store.list_chats(identity.app_id, identity.user_id, limit, cursor)
+        except ValueError:  # only the cursor can be malformed here
+            raise ApiError(422, "invalid_request", "The cursor is invalid",
+                           {"fields": [{"field": "cursor", "message": "not a cursor this API returned"}]}) from None
         return SessionList(sessions=[SessionSummary(
             chat_id=c.chat_id, workflow_name=c.workflow_name, status=c.status,  # type: ignore[arg-type]
             phase=c.phase if c.status == "active" else None,  # type: ignore[arg-type]
@@ -102,13 +128,19 @@ class SessionBroker:
                 if not visible:
                     continue
             info = workflow.public_info()
-            infos.append(WorkflowInfo(name=info["name"], display_name=info.get("display_name") or info["name"],
-                                      description=info.get("description") or "", capability=capability))
+            # The registry's display fields, when given, are the product's words for the workflow.
+            infos.append(WorkflowInfo(
+                name=info["name"],
+                display_name=(capability and capability.display_name) or info.get("display_name") or info["name"],
+                description=(capability and capability.description) or info.get("description") or "",
+                capability=capability.name if capability else None))
         return WorkflowList(workflows=infos)
 
     async def refresh_token(self, identity: Identity, chat_id: str) -> RuntimeToken:
         chat = await self._owned_chat(identity, chat_id)
-        token, expires_at = self.minter.mint(chat.user_id, chat.app_id, chat.chat_id, chat.workflow_name)
+        if self.gate is not None:  # a reconnect is a resume: a lapsed plan or spent budget ends access
+            await self.gate.check_start(identity, self._workflow(chat.workflow_name), resuming=True)
+        token, expires_at = self._mint(chat)
         return RuntimeToken(runtime_token=token, expires_at=_iso(expires_at), ws_url=self.ws_url(chat))
 
     async def cancel(self, identity: Identity, chat_id: str, mode: str) -> dict[str, Any]:
@@ -116,7 +148,7 @@ class SessionBroker:
         actor = await self.directory.get.remote(identity.app_id, identity.user_id, chat_id)
         if actor is None:
             raise chat_not_found()
-        cancelled = await actor.cancel.remote(mode)
+        cancelled = await actor.cancel.remote(chat_id, mode)
         return {"chat_id": chat_id, "cancelled": cancelled, "mode": mode}
 
     async def events(self, identity: Identity, chat_id: str, after_seq: int, limit: int) -> dict[str, Any]:

@@ -74,3 +74,12 @@ class RuntimeSessionRequest(BaseModel):
 class RuntimeSessionResponse(BaseModel):
     chat_id: str
     status: Literal["created", "resumed"]
+
+
+class SubscriptionRequest(BaseModel):
+    """``plan: null`` ends the subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+    app_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128)
+    plan: str | None = Field(max_length=64)

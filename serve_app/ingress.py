@@ -20,8 +20,9 @@ from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenVerifier
 from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
+from capabilities import Gate, load_registry, provider_factory
 from protocol.broker_api import (
-    CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse,
+    CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
 )
 from protocol.errors import ApiError, unauthenticated
 from serve_app.errors import install_error_handlers
@@ -47,9 +48,13 @@ class MozaiksIngress:
     def __init__(self, settings: Settings) -> None:
         configure_logging()
         self.settings = settings
-        self.user_verifier = UserJwtVerifier(settings)
+        # A Standalone runtime (no key to mint with) has no broker of its own to authenticate for.
+        self.user_verifier = UserJwtVerifier(settings) if settings.mints_runtime_tokens else None
         self.runtime_verifier = RuntimeTokenVerifier(settings)
         self.catalog = WorkflowCatalog(settings.workflows_dir)
+        # Loaded here, not on first request, so a bad registry or provider fails the deployment.
+        self.registry = load_registry(settings.capabilities_file, self.catalog.names())
+        self.entitlements = provider_factory(settings.entitlement_provider)
         self.directory = get_directory(settings)
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
@@ -66,10 +71,14 @@ class MozaiksIngress:
                     store = open_store(self.settings.resolved_store_url)
                     await store.init()
                     self._store = store
-                    self._broker = SessionBroker(self.settings, store, self.catalog, self.directory)
+                    gate = Gate(self.settings, store, self.registry, self.entitlements(self.settings, store))
+                    self._broker = SessionBroker(self.settings, store, self.catalog, self.directory, gate=gate)
         return self._broker
 
     async def identity(self, authorization: str | None) -> Identity:
+        if self.user_verifier is None:
+            raise ApiError(404, "not_found", "This runtime's Session Broker is off: a host app's broker "
+                                             "mints its runtime tokens (Standalone mode)")
         try:
             return await self.user_verifier.verify(_bearer(authorization))
         except AuthError as exc:
@@ -118,15 +127,26 @@ class MozaiksIngress:
     @app.post("/api/runtime/sessions")
     async def runtime_session(self, body: RuntimeSessionRequest,
                               authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        self.service_caller(authorization)
+        chat, created = await (await self.broker()).open_chat(body.app_id, body.user_id, body.workflow_name,
+                                                              body.chat_id, body.context)
+        payload = RuntimeSessionResponse(chat_id=chat.chat_id, status="created" if created else "resumed")
+        return JSONResponse(payload.model_dump(), status_code=201 if created else 200)
+
+    @app.put("/api/runtime/subscriptions")
+    async def set_subscription(self, body: SubscriptionRequest,
+                               authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Feeds the "store" entitlement provider: the host's billing tells us who has which plan."""
+        self.service_caller(authorization)
+        await (await self.broker()).store.set_subscription(body.app_id, body.user_id, body.plan)
+        return body.model_dump()
+
+    def service_caller(self, authorization: str | None) -> None:
         expected = self.settings.service_credential
         if expected is None:
             raise ApiError(404, "not_found", "The runtime API is not enabled")
         if not hmac.compare_digest(_bearer(authorization).encode(), expected.get_secret_value().encode()):
             raise unauthenticated("Invalid service credential")
-        chat, created = await (await self.broker()).open_chat(body.app_id, body.user_id, body.workflow_name,
-                                                              body.chat_id, body.context)
-        payload = RuntimeSessionResponse(chat_id=chat.chat_id, status="created" if created else "resumed")
-        return JSONResponse(payload.model_dump(), status_code=201 if created else 200)
 
     @app.get("/healthz")
     async def health(self) -> dict[str, str]:

@@ -66,15 +66,16 @@ class SessionLink:
             return self.actor
 
     async def call(self, method: str, *args: Any) -> Any:
-        """Call the session; if it died, re-activate the chat once and call again."""
+        """Call the session about this chat; if it died, or no longer serves the chat (passivated,
+        fenced), find the chat's actor through the directory once and call again."""
         actor = self.actor
         try:
-            return await getattr(actor, method).remote(*args)
+            return await getattr(actor, method).remote(self.chat_id, *args)
         except (*_ACTOR_GONE, StaleOwnerError):
             actor = await self.connect(dead=actor)
             if actor is None:
                 raise Close(4404, "chat not found") from None
-            return await getattr(actor, method).remote(*args)
+            return await getattr(actor, method).remote(self.chat_id, *args)
 
 
 class SocketSession:
@@ -109,7 +110,7 @@ class SocketSession:
         finally:
             if self.link.actor is not None:
                 try:
-                    await self.link.actor.detach.remote(self.watcher_id)
+                    await self.link.actor.detach.remote(self.link.chat_id, self.watcher_id)
                 except Exception:  # the session may be gone already; nothing to detach from
                     pass
 
@@ -123,7 +124,9 @@ class SocketSession:
     async def _authenticate(self, offered: list[str]) -> int | None:
         origin = self.ws.headers.get("origin")
         allowed = self.settings.ws_allowed_origins
-        if allowed and origin not in allowed:
+        # Browsers always send Origin, so this stops other sites' pages; programs send none, and
+        # could forge any, so for them the runtime token is the whole check.
+        if allowed and origin is not None and origin not in allowed:
             raise Close(4403, "origin not allowed")
         token = next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), None)
         last_seq: int | None = None
@@ -186,10 +189,11 @@ class SocketSession:
         while True:
             actor = self.link.actor
             try:
-                items, offset, gap = await actor.poll.remote(self.watcher_id, offset, POLL_TIMEOUT_S)
+                items, offset, gap = await actor.poll.remote(self.link.chat_id, self.watcher_id, offset,
+                                                             POLL_TIMEOUT_S)
             except (*_ACTOR_GONE, StaleOwnerError):
-                # The session crashed or was replaced: follow the new one from its own offsets,
-                # and take what we missed from the log, so the client sees no gap and no duplicate.
+                # The session crashed, passivated or was replaced: follow the new one from its own
+                # offsets, and take what we missed from the log, so the client sees no gap and no duplicate.
                 if await self.link.connect(dead=actor) is None:
                     raise Close(4404, "chat not found") from None
                 _, offset = await self.link.call("attach", self.watcher_id)

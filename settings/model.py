@@ -21,7 +21,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     store_url: str = ""  # sqlite:///path or mongodb://…; empty = SQLite under data_dir
     workflows_dir: Path = EXAMPLE_WORKFLOWS
-    capabilities_file: Path | None = None
+    capabilities_file: Path | None = None  # JSON/YAML registry; unset: every workflow is public
+    # "claims" (plan in the user JWT), "store" (subscriptions table) or "pkg.module:Class"
+    entitlement_provider: str = "claims"
+    admin_role: str = "admin"  # the role that sees and starts `visibility: admin` capabilities
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -77,20 +80,32 @@ class Settings(BaseSettings):
     model_max_retries: int = 3
 
     # Usage gating
-    token_budget_per_user: int | None = None
-    token_budget_per_app: int | None = None
+    token_budget_per_user: int | None = Field(default=None, ge=1)
+    token_budget_per_app: int | None = Field(default=None, ge=1)
     budget_period: Literal["day", "month"] = "month"
-    session_rate_per_minute: int = 30
+    # Tokens each new session reserves from the budgets (a capability may set its own); see docs/security.md.
+    session_token_reservation: int = Field(default=0, ge=0)
+    session_rate_per_minute: int | None = Field(default=30, ge=1)  # per user; None: unlimited
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> "Settings":
         if self.mode == "production":
-            if not (self.user_jwt_secret or self.user_jwt_public_key or self.user_jwt_jwks_url):
+            # A runtime that only trusts a host's broker (Standalone) has no broker of its own to guard.
+            if self.mints_runtime_tokens and not (self.user_jwt_secret or self.user_jwt_public_key
+                                                  or self.user_jwt_jwks_url):
                 raise ValueError("production mode needs MOZAIKS_USER_JWT_SECRET, _PUBLIC_KEY or _JWKS_URL")
             if not (self.runtime_token_secret or self.runtime_token_private_key
                     or self.runtime_token_public_key or self.runtime_token_jwks_url):
                 raise ValueError("production mode needs a runtime token key (MOZAIKS_RUNTIME_TOKEN_*)")
         return self
+
+    @property
+    def mints_runtime_tokens(self) -> bool:
+        """Whether this runtime's own Session Broker can sign runtime tokens. Without a signing key
+        the runtime only verifies the tokens of a host app's broker (Standalone mode)."""
+        if self.runtime_token_algorithm == "HS256":
+            return self.runtime_token_secret is not None
+        return bool(self.runtime_token_private_key)
 
     @property
     def resolved_store_url(self) -> str:

@@ -126,3 +126,12 @@ class Store(ABC):
 
     @abstractmethod
     async def counter_get(self, key: str) -> int: ...
+
+    # -- subscriptions (the "store" entitlement provider) -------------------------------------------
+    @abstractmethod
+    async def get_subscription(self, app_id: str, user_id: str) -> str | None:
+        """The user's plan in this app, or None when they have no subscription."""
+
+    @abstractmethod
+    async def set_subscription(self, app_id: str, user_id: str, plan: str | None) -> None:
+        """Set (or with None, end) the user's plan in this app."""

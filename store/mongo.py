@@ -88,6 +88,8 @@ class MongoStore(Store):
             IndexModel([("app_id", 1), ("user_id", 1), ("timestamp", 1)], name="by_user"),
             IndexModel([("chat_id", 1), ("timestamp", 1)], name="by_chat"),
         ])
+        await db.subscriptions.create_indexes(
+            [IndexModel([("app_id", 1), ("user_id", 1)], name="by_user", unique=True)])
         hello = await self._client.admin.command("hello")
         self._transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
 
@@ -218,6 +220,23 @@ class MongoStore(Store):
     async def counter_get(self, key: str) -> int:
         doc = await self._db.counters.find_one({"_id": key})
         return 0 if doc is None else int(doc["value"])
+
+    # -- subscriptions -------------------------------------------------------------------------
+    async def get_subscription(self, app_id: str, user_id: str) -> str | None:
+        doc = await self._db.subscriptions.find_one({"app_id": app_id, "user_id": user_id})
+        return None if doc is None else str(doc["plan"])
+
+    async def set_subscription(self, app_id: str, user_id: str, plan: str | None) -> None:
+        owner = {"app_id": app_id, "user_id": user_id}
+        if plan is None:
+            await self._db.subscriptions.delete_one(owner)
+            return
+        change = {"$set": {"plan": plan, "updated_at": utc_now()}}
+        try:
+            await self._db.subscriptions.update_one(owner, change, upsert=True)
+        except DuplicateKeyError:
+            # Two upserts raced to create it; the document exists now, so a plain update lands.
+            await self._db.subscriptions.update_one(owner, change)
 
 
 def _owned(app_id: str, user_id: str, chat_id: str) -> Doc:

@@ -87,6 +87,13 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS usage_by_user ON usage (app_id, user_id, timestamp)",
     "CREATE INDEX IF NOT EXISTS usage_by_chat ON usage (chat_id, timestamp)",
     "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS subscriptions (
+        app_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (app_id, user_id)
+    ) WITHOUT ROWID""",
 )
 
 _CHAT_COLUMNS = ("chat_id, app_id, user_id, workflow_name, status, phase, created_at, updated_at, epoch, "
@@ -359,3 +366,23 @@ class SQLiteStore(Store):
             return 0 if row is None else int(row[0])
 
         return await self._read(work)
+
+    # -- subscriptions -------------------------------------------------------------------------
+    async def get_subscription(self, app_id: str, user_id: str) -> str | None:
+        def work(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT plan FROM subscriptions WHERE app_id = ? AND user_id = ?",
+                               (app_id, user_id)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(work)
+
+    async def set_subscription(self, app_id: str, user_id: str, plan: str | None) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if plan is None:
+                conn.execute("DELETE FROM subscriptions WHERE app_id = ? AND user_id = ?", (app_id, user_id))
+                return
+            conn.execute("INSERT INTO subscriptions (app_id, user_id, plan, updated_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (app_id, user_id) DO UPDATE SET plan = excluded.plan, "
+                         "updated_at = excluded.updated_at", (app_id, user_id, plan, utc_now()))
+
+        await self._write(work)

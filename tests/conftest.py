@@ -12,16 +12,27 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from client import BrokerClient
 from settings import Settings
+from store.sqlite import SQLiteStore
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 USER_SECRET = "test-user-secret-0123456789abcdef0123456789abcdef"
 RUNTIME_SECRET = "test-runtime-secret-0123456789abcdef0123456789ab"
 APP_ID = "test-app"
+# User JWTs: HS256 with the secret and RS256 with this key are both accepted (the security suite
+# needs an RS256 configuration for its algorithm-confusion attack), with a fixed issuer and audience.
+USER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+USER_RSA_PUBLIC_PEM = USER_RSA_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+USER_ISSUER = "https://auth.test"
+USER_AUDIENCE = "mozaiks-tests"
+ALLOWED_ORIGIN = "http://app.test"
 
 
 def free_port() -> int:
@@ -47,14 +58,29 @@ def settings(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> S
     return Settings(
         mode="local", data_dir=data, workflows_dir=workflows_dir, port=free_port(),
         default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
+        user_jwt_algorithms=["HS256", "RS256"], user_jwt_public_key=USER_RSA_PUBLIC_PEM,
+        user_jwt_issuer=USER_ISSUER, user_jwt_audience=USER_AUDIENCE,
+        capabilities_file=TESTS / "capabilities.yaml", token_budget_per_user=1_000_000,
+        ws_allowed_origins=[ALLOWED_ORIGIN], cors_allowed_origins=[ALLOWED_ORIGIN],
         runtime_token_secret=SecretStr(RUNTIME_SECRET), service_credential=SecretStr("test-service-credential"),
         warm_pool_size=2,
     )
 
 
 @pytest.fixture(scope="session")
+def user_rsa_key() -> rsa.RSAPrivateKey:
+    """The key behind ``user_jwt_public_key``. Take it from this fixture, not by importing
+    tests.conftest: pytest loads this file as its own module, so an import is a second copy with
+    another key."""
+    return USER_RSA_KEY
+
+
+@pytest.fixture(scope="session")
 def runtime(settings: Settings) -> Iterator[Any]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Our own local Ray, even when another one on this machine (`ray start`, a test Cluster) left
+    # its address in /tmp/ray/ray_current_cluster, which a bare ray.init() would join.
+    os.environ["RAY_ADDRESS"] = "local"
     from serve_app.launch import start_runtime, stop_runtime
 
     info = start_runtime(settings, num_cpus=4)
@@ -62,9 +88,19 @@ def runtime(settings: Settings) -> Iterator[Any]:
     stop_runtime()
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A fresh store in a temporary file, for tests below the runtime."""
+    opened = SQLiteStore(str(tmp_path / "store.db"))
+    await opened.init()
+    yield opened
+    await opened.close()
+
+
 def user_token(user: str, app_id: str = APP_ID, ttl: int = 600, **claims: Any) -> str:
     now = int(time.time())
-    payload = {"sub": user, "app_id": app_id, "iat": now, "exp": now + ttl, **claims}
+    payload = {"sub": user, "app_id": app_id, "iss": USER_ISSUER, "aud": USER_AUDIENCE, "iat": now,
+               "exp": now + ttl, **claims}
     return jwt.encode(payload, USER_SECRET, algorithm="HS256")
 
 

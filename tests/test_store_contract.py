@@ -349,6 +349,22 @@ async def test_two_owners_racing_never_interleave(backend: Backend) -> None:
     assert epochs == sorted(epochs)
 
 
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+async def test_subscriptions_set_change_end_and_stay_scoped(store: Store) -> None:
+    assert await store.get_subscription(APP, USER) is None
+    await store.set_subscription(APP, USER, "free")
+    await store.set_subscription(APP, USER, "pro")
+    await store.set_subscription("app-2", USER, "team")
+    assert await store.get_subscription(APP, USER) == "pro"
+    assert await store.get_subscription(APP, "user-2") is None
+    assert await store.get_subscription("app-2", USER) == "team"
+    await store.set_subscription(APP, USER, None)
+    await store.set_subscription(APP, USER, None)  # ending what is not there is fine
+    assert await store.get_subscription(APP, USER) is None
+    assert await store.get_subscription("app-2", USER) == "team"
+
 async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     store = await backend.open()
     await store.create_chat(make_chat(), idempotency_key="k")

@@ -1,0 +1,97 @@
+"""Idle chats passivate and come back transparently; resident sessions are capped, LRU first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.exceptions import RayActorError
+
+from tests.lifecycle_support import RawSocket, directory, eventually, lifecycle_policy, user_message
+
+
+async def _gone(chat_id: str) -> None:
+    sessions = directory()
+
+    async def passivated() -> bool:
+        return await sessions.peek.remote(chat_id) is None
+
+    await eventually(passivated, what=f"chat {chat_id} to passivate")
+
+
+async def _blank_or_ended(actor: Any) -> bool:
+    try:
+        return await actor.ping.remote() == ""
+    except RayActorError:
+        return True
+
+
+async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for):
+    async with lifecycle_policy(idle_timeout_s=0.3) as sessions:
+        broker = broker_for("sleepy")
+        session = await broker.create_session("waits")
+        passivations = (await sessions.stats.remote()).get("passivations", 0)
+        sock = await RawSocket.open(session)
+        request = await sock.next("chat.input_request")
+        first_actor = await sessions.peek.remote(session.chat_id)
+        await sock.close()
+        await _gone(session.chat_id)
+        assert await _blank_or_ended(first_actor)  # it serves no chat any more
+
+        # A new connection re-activates it: the open input request is still pending.
+        sock = await RawSocket.open(session, last_seq=request["seq"])
+        meta = await sock.next("chat_meta")
+        assert meta["data"]["pending"]["request_id"] == request["data"]["request_id"]
+        assert meta["data"]["phase"] == "waiting_input"
+        ack = await sock.send(user_message("launch", input_request_id=request["data"]["request_id"]))
+        assert ack["status"] == "accepted"
+        ui_call = await sock.next("chat.tool_call")
+        await sock.close()
+        await _gone(session.chat_id)
+
+        # And again with the UI tool waiting for its answer.
+        sock = await RawSocket.open(session, last_seq=ui_call["seq"])
+        pending = (await sock.next("chat_meta"))["data"]["pending"]
+        assert pending["kind"] == "ui_tool" and pending["call_id"] == ui_call["data"]["call_id"]
+        ack = await sock.send({"type": "ui_tool_response", "call_id": pending["call_id"],
+                               "response": {"decision": "approved"}})
+        assert ack["status"] == "accepted"
+        done = await sock.next("chat.run_complete")
+        await sock.close()
+        assert done["data"]["status"] == "completed"
+        assert (await sessions.stats.remote())["passivations"] >= passivations + 2
+
+    history = (await broker.events(session.chat_id, limit=1000))["events"]
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    assert [e["type"] for e in history].count("chat.input_request") == 1
+    texts = [e["data"]["content"] for e in history if e["type"] == "chat.text"]
+    assert texts == ["What is the plan called?", "launch", "Thanks, the decision was approved."]
+
+
+async def test_resident_sessions_are_capped_least_recently_used_first(broker_for):
+    broker = broker_for("crowded")
+    # Passivate whatever earlier tests left resident and idle; what stays is busy (sockets open).
+    async with lifecycle_policy(max_resident_sessions=1) as sessions:
+        sweeper = await broker.create_session("slow_turns")
+    assert await sessions.passivate.remote(sweeper.chat_id, await sessions.peek.remote(sweeper.chat_id))
+    busy = (await sessions.stats.remote())["resident"]
+    async with lifecycle_policy(max_resident_sessions=busy + 2):
+        a = await broker.create_session("slow_turns")
+        b = await broker.create_session("slow_turns")
+        watching_b = await RawSocket.open(b)  # b is watched: never passivated for room
+        c = await broker.create_session("slow_turns")
+        assert await sessions.peek.remote(a.chat_id) is None  # least recently used and idle: went first
+        d = await broker.create_session("slow_turns")
+        # b was used before c, but has a socket open: c made room instead.
+        assert await sessions.peek.remote(c.chat_id) is None
+        assert await sessions.peek.remote(b.chat_id) is not None
+        assert await sessions.peek.remote(d.chat_id) is not None
+        assert (await watching_b.send(user_message("still here")))["status"] == "accepted"
+        assert (await watching_b.next("chat.text", agent="Writer"))["data"]["content"].startswith("Reply one")
+        await watching_b.close()
+        # An evicted chat comes back on its next connection, as any passivated one.
+        sock = await RawSocket.open(a)
+        assert (await sock.send(user_message("back")))["status"] == "accepted"
+        assert (await sock.next("chat.text", agent="Writer"))["data"]["content"] == (
+            "Reply one to back: Lorem ipsum dolor sit amet, consectetur adipiscing elit, "
+            "sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")
+        await sock.close()
