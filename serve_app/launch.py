@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +49,21 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
     ray.get(directory.ready.remote())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    _warm_tool_workers()
     return RuntimeInfo(http_url=f"http://{settings.host}:{settings.port}", ws_url=settings.ws_base,
                        directory=directory)
+
+
+@ray.remote(num_cpus=0.1)
+def _noop() -> int:
+    time.sleep(0.5)  # overlap, so each call gets a worker process of its own
+    return os.getpid()
+
+
+def _warm_tool_workers(count: int = 4) -> None:
+    """Start a few worker processes for tool tasks now: a new Ray worker takes about a second to
+    boot here, which the first parallel tool calls of the first chat would otherwise wait for."""
+    ray.get([_noop.remote() for _ in range(count)])
 
 
 def stop_runtime() -> None:
