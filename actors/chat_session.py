@@ -89,7 +89,7 @@ class ChatSession:
     def __init__(self, settings: Settings, directory: Any) -> None:
         self.settings = settings
         self.directory = directory
-        self.store = open_store(settings.resolved_store_url)
+        self.store = open_store(settings.resolved_store_url, single_chat=True)
         self.catalog = WorkflowCatalog(settings.workflows_dir)
         self.providers = ProviderRegistry(settings)
         self.binding: _Binding | None = None
@@ -139,13 +139,14 @@ class ChatSession:
         binding.lifecycle = asyncio.create_task(self._lifecycle(binding))
         return engine.meta()
 
-    async def release(self, chat_id: str, only_if_idle: bool = True) -> tuple[bool, float | None]:
-        """Unbind from the chat (the directory calls this, holding the chat's lock). Returns whether
-        it did, and when the chat's open wait times out, so the directory can wake it then."""
+    async def release(self, chat_id: str) -> tuple[bool, float | None]:
+        """Unbind from the chat if it is idle (the directory calls this, holding the chat's lock).
+        Returns whether it did, and when the chat's open wait times out, so the directory can
+        wake it then."""
         binding = self.binding
         if binding is None or binding.chat_id != chat_id:
             return True, None
-        if only_if_idle and not binding.passivatable():
+        if not binding.passivatable():
             return False, None
         wake_at = binding.wake_at()
         await self._unbind(binding, "released")

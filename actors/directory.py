@@ -7,10 +7,13 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
   broker calls end with one live actor. The store's epoch fences out any actor this directory
   lost track of.
 - **Warm pool**: blank actors, prepared (store open, workflows parsed) before anyone needs them,
-  so starting a chat does not wait for a process to boot.
+  so starting a chat does not wait for a process to boot. It is refilled to ``warm_pool_size``
+  with new processes, and takes back every passivated session's process too: re-activating a
+  chat then costs no new process. What the pool holds beyond its size and has not been used for
+  ``POOL_KEEP_S`` is ended.
 - **Passivation**: a session that has been idle for ``idle_timeout_s`` asks to be passivated; the
-  directory releases it under the chat's lock and recycles the process into the pool (or ends
-  it). When a node holds ``max_resident_sessions``, activating another chat there first
+  directory releases it under the chat's lock and recycles the process into the pool. When a
+  node holds ``max_resident_sessions``, activating another chat there first
   passivates the least recently used idle one. A chat whose open wait has a timeout is woken
   again at that moment.
 - **Crash recovery**: the directory keeps a ``lifetime`` call open on every resident session;
@@ -44,6 +47,10 @@ EVICTION_CANDIDATES = 8
 # A chat whose session keeps crashing is re-activated automatically at most this often; after
 # that it waits for its next connection or message.
 AUTO_RESTART_EVERY_S = 30.0
+# Blank actors beyond the pool's size are kept this long after their last use, then ended: long
+# enough to absorb the churn of chats passivating and coming back, short enough to give the
+# memory of a burst back.
+POOL_KEEP_S = 60.0
 
 
 @dataclass
@@ -57,6 +64,7 @@ class LifecyclePolicy:
 class _Actor:
     handle: Any
     node_id: str
+    pooled_at: float = 0.0  # monotonic time it last went (back) into the pool
 
 
 @dataclass(eq=False)
@@ -83,6 +91,7 @@ class SessionDirectory:
         self.handle = ray.get_runtime_context().current_actor
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill_task: asyncio.Task[None] | None = None
+        self._trim_task: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it; returns the pool size."""
@@ -127,6 +136,7 @@ class SessionDirectory:
                     meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
                 except RayActorError:
                     ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
+                    await self._drop_pool_on_dead_nodes()
                     continue
                 except Exception:
                     self._recycle(actor)  # a failed activation leaves the actor blank
@@ -175,11 +185,19 @@ class SessionDirectory:
                 log.warning("a warm-pool session actor failed to start: %s", actor)
 
     def _recycle(self, actor: _Actor) -> None:
-        """A blank actor goes back to the pool while it has room; otherwise its process ends."""
-        if len(self.pool) < self.policy.warm_pool_size:
-            self.pool.append(actor)
-        else:
-            ray.kill(actor.handle)
+        """A blank actor goes (back) into the pool; the pool is used last in, first out, so what
+        it holds beyond its size ages and is trimmed."""
+        actor.pooled_at = time.monotonic()
+        self.pool.append(actor)
+        if self._trim_task is None or self._trim_task.done():
+            self._trim_task = self._spawn(self._trim())
+
+    async def _trim(self) -> None:
+        while len(self.pool) > self.policy.warm_pool_size:
+            await asyncio.sleep(1.0)
+            cutoff = time.monotonic() - POOL_KEEP_S
+            while len(self.pool) > self.policy.warm_pool_size and self.pool[0].pooled_at < cutoff:
+                ray.kill(self.pool.pop(0).handle)
 
     def _drop(self, chat_id: str) -> _Resident:
         entry = self.resident.pop(chat_id)
@@ -266,12 +284,22 @@ class SessionDirectory:
                 return  # already replaced by a caller that saw it die
             self._drop(chat_id)
             self.counters["crashes"] += 1
+        await self._drop_pool_on_dead_nodes()  # so the re-activation below does not pick one of them
         now = time.monotonic()
         self.restarted_at = {c: t for c, t in self.restarted_at.items() if now - t < AUTO_RESTART_EVERY_S}
         if chat_id not in self.restarted_at:
             self.restarted_at[chat_id] = now
             log.warning("session of chat %s died; re-activating it from its log", chat_id)
             await self.get(entry.app_id, entry.user_id, chat_id)
+
+    async def _drop_pool_on_dead_nodes(self) -> None:
+        """A dead actor may mean a dead node: forget the pooled actors Ray knows died with theirs."""
+        alive = {node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node["Alive"]}
+        lost = [actor for actor in self.pool if actor.node_id not in alive]
+        if lost:
+            self.pool = [actor for actor in self.pool if actor.node_id in alive]
+            self.counters["pool_lost"] += len(lost)
+            self._schedule_refill()
 
     async def fenced(self, chat_id: str, actor: Any) -> None:
         """A session found a newer owner of its chat in the store and let go of the chat; the
@@ -297,7 +325,7 @@ class SessionDirectory:
             if value is not None:
                 setattr(self.policy, name, value)
         while len(self.pool) > self.policy.warm_pool_size:
-            ray.kill(self.pool.pop().handle)
+            ray.kill(self.pool.pop(0).handle)
         self._schedule_refill()
         return previous
 

@@ -80,8 +80,10 @@ def runtime(num_cpus: int = 8, **overrides: Any) -> Iterator[Runtime]:
                         # The abuse limits would throttle the load generator itself.
                         session_rate_per_minute=None, ws_rate_per_s=100_000, ws_rate_burst=100_000,
                         **overrides)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    info = start_runtime(settings, num_cpus=num_cpus)
+    # Started here rather than by start_runtime only to keep the workers' log lines off the tables.
+    ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
+    info = start_runtime(settings)
     serve.run(echo_app(), name="echo", route_prefix=ECHO_PREFIX, blocking=False)
     try:
         yield Runtime(settings, info.http_url, info.ws_url)
@@ -105,12 +107,68 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
             "mean_ms": round(sum(seconds) / len(seconds) * 1000, 2)}
 
 
+# ---------------------------------------------------------------------- CPU per component
+_ROLES = (("ray::ChatSession", "session actors"), ("ray::ServeReplica:mozaiks", "ingress replica"),
+          ("ray::ServeReplica:echo", "echo replica"), ("ray::ProxyActor", "Serve proxy"),
+          ("ray::SessionDirectory", "directory"), ("raylet", "raylet"), ("gcs_server", "GCS"))
+
+
+def _descendants(root: int) -> list[int]:
+    """This process and every process it started, directly or not (the local Ray cluster)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _role(pid: int) -> str:
+    if pid == os.getpid():
+        return "benchmark client"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((role for marker, role in _ROLES if marker in command), "other Ray processes")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by each component of the local cluster, this process
+    included. Differences of two readings tell where a measured window's CPU went."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = _role(pid)
+        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float], per: float) -> dict[str, float]:
+    """Milliseconds of CPU per unit of work (``per`` units) by component, largest first."""
+    spent = {role: (after.get(role, 0.0) - before.get(role, 0.0)) * 1000 / per for role in after}
+    return {role: round(ms, 2) for role, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms > 0.005}
+
+
 # ---------------------------------------------------------------------- reporting
 def _machine() -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().split("\n")
     total_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
     return {"cpus": os.cpu_count(), "memory_gb": round(total_kb / 1024 / 1024, 1), "python": platform.python_version(),
-            "ray": ray.__version__, "platform": platform.platform()}
+            "ray": ray.__version__, "platform": platform.platform(),
+            # The machine is shared: a high load average means the numbers were squeezed by others.
+            "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 def report(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],

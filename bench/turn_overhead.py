@@ -15,7 +15,7 @@ from typing import Any
 
 import websockets
 
-from bench.harness import Runtime, latency_summary, report, runtime
+from bench.harness import Runtime, cpu_between, cpu_seconds, latency_summary, report, runtime
 from client import ChatConnection
 
 WARMUP, TURNS = 20, 300
@@ -69,17 +69,24 @@ async def measure_echo(rt: Runtime) -> list[float]:
 
 
 async def main(rt: Runtime) -> None:
+    cpu_start = cpu_seconds()
     echo_first = await measure_echo(rt)
+    cpu_echo = cpu_seconds()
     turns = await measure_turns(rt)
+    cpu_turns = cpu_seconds()
     echo_after = await measure_echo(rt)  # before and after: the machine is shared, so is its noise
     turn, echo = latency_summary(turns), latency_summary(echo_first + echo_after)
     ratio = round(turn["p50_ms"] / echo["p50_ms"], 2)
-    results = {"turn": turn, "echo_baseline": echo, "p50_ratio_to_echo": ratio}
+    results = {"turn": turn, "echo_baseline": echo, "p50_ratio_to_echo": ratio,
+               "cpu_ms_per_turn": cpu_between(cpu_echo, cpu_turns, WARMUP + TURNS),
+               "cpu_ms_per_echo": cpu_between(cpu_start, cpu_echo, WARMUP + TURNS)}
     report("turn_overhead", "Turn overhead: user.input.submit → first agent chat.text, zero-latency model (ms)",
            ["path", "n", "p50", "p99", "mean"],
            [["mozaiks turn", turn["n"], turn["p50_ms"], turn["p99_ms"], turn["mean_ms"]],
             ["raw Serve WS echo", echo["n"], echo["p50_ms"], echo["p99_ms"], echo["mean_ms"]]],
-           results, notes=[f"p50 ratio to echo: {ratio}x; targets: p50 <= 20 ms and <= 3x echo p50"])
+           results, notes=[f"p50 ratio to echo: {ratio}x; targets: p50 <= 20 ms and <= 3x echo p50",
+                           f"CPU ms per turn: {results['cpu_ms_per_turn']}",
+                           f"CPU ms per echo: {results['cpu_ms_per_echo']}"])
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ from store.base import (
 __all__ = ["ChatRecord", "DuplicateMessageError", "FencedError", "Store", "StoredEvent", "UsageRecord", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """A store for a URL: ``sqlite:///path/to/file.db`` or ``mongodb://…``."""
+def open_store(url: str, *, single_chat: bool = False) -> Store:
+    """A store for a URL: ``sqlite:///path/to/file.db`` or ``mongodb://…``. ``single_chat``: the
+    caller's event loop serves one chat (a session actor), so SQLite may block it for a write."""
     if url.startswith("sqlite:///"):
         from store.sqlite import SQLiteStore
-        return SQLiteStore(url.removeprefix("sqlite:///"))
+        return SQLiteStore(url.removeprefix("sqlite:///"), inline=single_chat)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from store.mongo import MongoStore
         return MongoStore(url)

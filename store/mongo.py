@@ -86,6 +86,7 @@ class MongoStore(Store):
             [IndexModel([("chat_id", 1), ("message_id", 1)], name="by_message", unique=True)])
         await db.usage.create_indexes([
             IndexModel([("app_id", 1), ("user_id", 1), ("timestamp", 1)], name="by_user"),
+            IndexModel([("app_id", 1), ("timestamp", 1)], name="by_app"),  # app-wide budgets per period
             IndexModel([("chat_id", 1), ("timestamp", 1)], name="by_chat"),
         ])
         await db.subscriptions.create_indexes(

@@ -85,6 +85,8 @@ _SCHEMA = (
         timestamp TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS usage_by_user ON usage (app_id, user_id, timestamp)",
+    # An app-wide budget sums one period of every user's usage: without this it scans the app's history.
+    "CREATE INDEX IF NOT EXISTS usage_by_app ON usage (app_id, timestamp)",
     "CREATE INDEX IF NOT EXISTS usage_by_chat ON usage (chat_id, timestamp)",
     "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS subscriptions (
@@ -117,16 +119,21 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, inline: bool = False) -> None:
         self._path = path
-        # sqlite3 calls block, so they run off the event loop; one thread owning the one connection
-        # also keeps this process's transactions from interleaving on it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        # sqlite3 calls block, so by default they run off the event loop, on one thread that owns
+        # the one connection (which also keeps this process's transactions from interleaving).
+        # ``inline`` runs them on the caller's loop instead: in a process that serves one chat,
+        # blocking its loop for a commit is cheaper than two thread hand-offs per call, and a
+        # call that never yields cannot interleave either.
+        self._executor = None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
     # -- plumbing: the async helpers hand work to the store's thread, the sync ones run on it --
     async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            return fn()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -193,7 +200,8 @@ class SQLiteStore(Store):
         if not self._closed:
             self._closed = True
             await self._run(work)
-            self._executor.shutdown(wait=True)
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
 
     # -- chats -------------------------------------------------------------------------------
     async def create_chat(self, chat: ChatRecord, idempotency_key: str | None = None) -> tuple[ChatRecord, bool]:

@@ -1,4 +1,4 @@
-"""The runtime on four raylets (head, worker, two generator nodes): placement, fan-out, node death.
+"""The runtime on three raylets (the head, two generator nodes): placement, fan-out, node death.
 
 One scenario run (tests/cluster_support/multinode_scenario.py, in its own process) serves every
 test here: ten chats of the ``cluster_lab`` workflow, and generator node 1 killed while their heavy
@@ -41,7 +41,6 @@ def test_session_actors_spread_over_nodes(scenario):
     per_node = {scenario["name_of"][n]: count for n, count in scenario["sessions_per_node"].items()}
     assert sum(per_node.values()) == 10
     assert len(per_node) > 1, per_node
-    assert per_node.get("head", 0) < 10
 
 
 def test_generator_tools_run_only_on_generator_nodes(scenario):
@@ -53,8 +52,9 @@ def test_generator_tools_run_only_on_generator_nodes(scenario):
 
 
 def test_a_fan_out_of_tool_calls_uses_several_nodes(scenario):
-    plain = {scenario["name_of"][r["node_id"]] for r in _responses(scenario, "anywhere")}
-    assert len(plain) >= 3, plain
+    # Each chat's first reply calls `anywhere` three times at once: those calls spread out.
+    spread = [len({r["node_id"] for r in chat["tool_responses"]["anywhere"]}) for chat in scenario["chats"]]
+    assert sum(n > 1 for n in spread) >= len(spread) / 2, spread
     heavy = {scenario["name_of"][n] for runs in scenario["tool_runs"]["on_generator"].values() for n in runs}
     assert heavy == set(GENERATOR_NODES)
 
@@ -76,8 +76,10 @@ def test_sessions_on_the_dead_node_were_reactivated_elsewhere(scenario):
     lost = scenario["sessions_per_node"].get(gen1, 0)
     assert lost >= 1, "no session lived on the killed node"
     after = scenario["directory_after"]
-    assert after["crashes"] == lost
-    assert gen1 not in after["per_node"] and sum(after["per_node"].values()) == 10
+    # Ten first activations, then one more per lost session (by the directory's watch on it, or by
+    # a socket that saw it die first, whichever came first).
+    assert after["activations"] >= 10 + lost, after
+    assert gen1 not in after["per_node"] and sum(after["per_node"].values()) == 10, after
 
 
 def test_tool_calls_in_flight_are_retried_if_idempotent_or_reported(scenario):

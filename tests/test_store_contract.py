@@ -32,8 +32,8 @@ class Backend:
         self.opened: list[Store] = []
 
     async def open(self) -> Store:
-        store: Store = (SQLiteStore(str(self.path)) if self.kind == "sqlite"
-                        else MongoStore(MONGO_URL or "", self.database))
+        store: Store = (MongoStore(MONGO_URL or "", self.database) if self.kind == "mongo"
+                        else SQLiteStore(str(self.path), inline=self.kind == "sqlite-inline"))
         await store.init()
         self.opened.append(store)
         return store
@@ -49,6 +49,7 @@ class Backend:
 
 @pytest.fixture(params=[
     pytest.param("sqlite"),
+    pytest.param("sqlite-inline"),  # as session actors open it: on the caller's event loop
     pytest.param("mongo", marks=[pytest.mark.mongo, pytest.mark.skipif(
         not MONGO_URL, reason="MOZAIKS_TEST_MONGO_URL not set: no MongoDB server on this machine")]),
 ])

@@ -84,7 +84,8 @@ def run_tagged(command: list[str], timeout_s: float, extra_env: dict[str, str] |
     env.pop("RAY_ADDRESS", None)
     started = time.monotonic()
     try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
         returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired as expired:
         returncode, stdout, stderr = -1, _text(expired.stdout), _text(expired.stderr) + "\n[timed out]"
