@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 import ray
@@ -216,11 +217,12 @@ async def test_cancel_immediate_stops_running_tool_tasks(broker_for, tmp_path):
     marker = tmp_path / "written-by-tool"
     await conn.say(str(marker))
     await collect_until(conn, "tool_progress")  # the Ray task is running
+    running_since = time.monotonic()
     assert (await conn.cancel("immediate"))["status"] == "accepted"
     events = await collect_until(conn, "chat.run_complete")
     await conn.close()
     assert events[-1]["data"]["status"] == "cancelled"
-    await asyncio.sleep(4)  # longer than the tool would have taken
+    await asyncio.sleep(max(0.0, running_since + 7 - time.monotonic()))  # past the tool's 6 s
     assert not marker.exists()  # the task was cancelled, not left running
 
 
