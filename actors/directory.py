@@ -210,8 +210,8 @@ class SessionDirectory:
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
             if entry is None or entry.actor.handle != actor:
-                ray.kill(actor)  # not the chat's owner as far as we know: it must not live on as a second one
-                return True
+                # Passivated for room meanwhile: the process already serves the pool, or another chat.
+                return False
             if not await self._release(chat_id, entry):
                 return False
             self._recycle(entry.actor)
@@ -308,8 +308,7 @@ class SessionDirectory:
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
             if entry is None or entry.actor.handle != actor:
-                ray.kill(actor)  # not one of ours
-                return
+                return  # released meanwhile (it had let go already): the process may serve another chat now
             self._drop(chat_id)
             self._recycle(entry.actor)
 

@@ -94,8 +94,8 @@ async def main(rt: Runtime) -> None:
     report("throughput", f"Closed-loop throughput, zero-latency model ({MEASURE_S:.0f} s per row)",
            ["chats", "turns/s", "turn p50 ms", "turn p99 ms", "echo msgs/s", "echo p50 ms", "echo p99 ms"],
            rows, results, notes=["target: >= 50 turns/s with 100 concurrent chats",
-                                 f"CPU ms per turn at {CONCURRENCY[-1]} chats: "
-                                 f"{results[str(CONCURRENCY[-1])]['cpu_ms_per_turn']}"])
+                                 (f"CPU ms per turn at {CONCURRENCY[-1]} chats: "
+                                  f"{results[str(CONCURRENCY[-1])]['cpu_ms_per_turn']}")])
 
 
 if __name__ == "__main__":

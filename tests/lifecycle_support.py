@@ -21,6 +21,10 @@ from websockets.asyncio.client import ClientConnection
 from actors.directory import DIRECTORY_NAME, NAMESPACE
 from client import Session
 
+# The first reply of the ``slow_turns`` test workflow to a message.
+FIRST_REPLY = ("Reply one to {}: Lorem ipsum dolor sit amet, consectetur adipiscing elit, "
+               "sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")
+
 
 def directory() -> Any:
     return ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)

@@ -6,10 +6,7 @@ import os
 import signal
 from typing import Any
 
-from tests.lifecycle_support import RawSocket, directory, eventually, user_message
-
-FIRST_REPLY = ("Reply one to {}: Lorem ipsum dolor sit amet, consectetur adipiscing elit, "
-               "sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")
+from tests.lifecycle_support import FIRST_REPLY, RawSocket, directory, eventually, user_message
 
 
 async def _kill_session(chat_id: str) -> None:

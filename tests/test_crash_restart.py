@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from client import BrokerClient
 from settings import Settings
 from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port, user_token
-from tests.lifecycle_support import RawSocket, user_message
+from tests.lifecycle_support import FIRST_REPLY, RawSocket, user_message
 
 
 def _settings(data_dir: Path, workflows_dir: Path) -> Settings:
@@ -80,7 +80,7 @@ def _run(data_dir: Path, workflows_dir: Path) -> dict[str, Any]:
 
 def test_an_open_chat_resumes_after_the_runtime_restarts(tmp_path, workflows_dir):
     done = subprocess.run([sys.executable, "-m", "tests.test_crash_restart", str(tmp_path / "data"), str(workflows_dir)],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     before, after = result["before"], result["after"]
@@ -90,9 +90,7 @@ def test_an_open_chat_resumes_after_the_runtime_restarts(tmp_path, workflows_dir
     for log in (after["waiting_log"], after["busy_log"]):
         assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
     texts = [(e["data"]["role"], e["data"]["content"]) for e in after["busy_log"] if e["type"] == "chat.text"]
-    assert texts == [("user", "before the restart"),
-                     ("assistant", "Reply one to before the restart: Lorem ipsum dolor sit amet, consectetur "
-                                   "adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")]
+    assert texts == [("user", "before the restart"), ("assistant", FIRST_REPLY.format("before the restart"))]
     assert after["duplicate"] == "duplicate"
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
-from tests.lifecycle_support import RawSocket, directory, eventually, lifecycle_policy, user_message
+from tests.lifecycle_support import FIRST_REPLY, RawSocket, directory, eventually, lifecycle_policy, user_message
 
 
 async def _gone(chat_id: str) -> None:
@@ -91,7 +91,5 @@ async def test_resident_sessions_are_capped_least_recently_used_first(broker_for
         # An evicted chat comes back on its next connection, as any passivated one.
         sock = await RawSocket.open(a)
         assert (await sock.send(user_message("back")))["status"] == "accepted"
-        assert (await sock.next("chat.text", agent="Writer"))["data"]["content"] == (
-            "Reply one to back: Lorem ipsum dolor sit amet, consectetur adipiscing elit, "
-            "sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")
+        assert (await sock.next("chat.text", agent="Writer"))["data"]["content"] == FIRST_REPLY.format("back")
         await sock.close()
