@@ -1,4 +1,5 @@
-"""Idle chats passivate and come back transparently; resident sessions are capped, LRU first."""
+"""Idle chats passivate and come back transparently (also by themselves when a wait of theirs times
+out); resident sessions are capped, least recently used first."""
 
 from __future__ import annotations
 
@@ -65,6 +66,28 @@ async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for)
     assert [e["type"] for e in history].count("chat.input_request") == 1
     texts = [e["data"]["content"] for e in history if e["type"] == "chat.text"]
     assert texts == ["What is the plan called?", "launch", "Thanks, the decision was approved."]
+
+
+async def test_a_passivated_chat_wakes_up_when_its_wait_times_out(broker_for):
+    async with lifecycle_policy(idle_timeout_s=0.2):
+        broker = broker_for("waiter")
+        session = await broker.create_session("wake_on_timeout")  # its input request times out after 3 s
+        sock = await RawSocket.open(session)
+        request = await sock.next("chat.input_request")
+        await sock.close()
+        await _gone(session.chat_id)
+        history = (await broker.events(session.chat_id))["events"]
+        assert history[-1]["type"] == "chat.input_request"  # passivated while still waiting
+
+        async def completed() -> bool:
+            return (await broker.events(session.chat_id))["events"][-1]["type"] == "chat.run_complete"
+
+        # Nobody connects: the directory re-activates the chat at the deadline to apply the timeout.
+        await eventually(completed, what="the timed-out wait to end the run")
+    history = (await broker.events(session.chat_id))["events"]
+    timeout = next(e for e in history if e["type"] == "chat.input_timeout")
+    assert timeout["data"]["request_id"] == request["data"]["request_id"]
+    assert history[-1]["data"]["status"] == "completed"
 
 
 async def test_resident_sessions_are_capped_least_recently_used_first(broker_for):
