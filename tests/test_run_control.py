@@ -27,12 +27,18 @@ async def kill_session(user: str, chat_id: str) -> None:
     await asyncio.sleep(0.5)
 
 
-async def test_input_request_and_ui_tool_survive_a_killed_session(broker_for):
-    broker = broker_for("survivor")
+async def open_waiting_chat(broker) -> tuple[Any, dict[str, Any]]:
+    """A new `waits` chat, left with its first input request open and no socket attached."""
     session = await broker.create_session("waits")
     conn = await broker.connect(session, last_seq=0)
     request = (await collect_until(conn, "chat.input_request"))[-1]
     await conn.close()
+    return session, request
+
+
+async def test_input_request_and_ui_tool_survive_a_killed_session(broker_for):
+    broker = broker_for("survivor")
+    session, request = await open_waiting_chat(broker)
     await kill_session("survivor", session.chat_id)
 
     conn = await broker.connect(session, last_seq=request["seq"])
@@ -65,10 +71,7 @@ async def test_input_request_and_ui_tool_survive_a_killed_session(broker_for):
 
 async def test_reconnecting_never_answers_a_pending_request(broker_for):
     broker = broker_for("reconnector")
-    session = await broker.create_session("waits")
-    conn = await broker.connect(session, last_seq=0)
-    request = (await collect_until(conn, "chat.input_request"))[-1]
-    await conn.close()
+    session, request = await open_waiting_chat(broker)
     for _ in range(3):
         conn = await broker.connect(session, last_seq=None)
         assert conn.meta["pending"]["request_id"] == request["data"]["request_id"]
@@ -80,10 +83,7 @@ async def test_reconnecting_never_answers_a_pending_request(broker_for):
 
 async def test_only_the_chat_itself_can_answer_its_waits(broker_for):
     owner = broker_for("owner")
-    target = await owner.create_session("waits")
-    conn = await owner.connect(target, last_seq=0)
-    request = (await collect_until(conn, "chat.input_request"))[-1]
-    await conn.close()
+    target, request = await open_waiting_chat(owner)
     # The same user's other chat: the request id of the first chat is unknown there.
     other = await owner.create_session("waits")
     other_conn = await owner.connect(other, last_seq=0)
