@@ -30,11 +30,11 @@ from pydantic import ValidationError
 from actors.engine import SessionEngine, StaleOwnerError
 from actors.event_hub import EventHub
 from actors.journeys import advance_journeys
-from protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
-from protocol.events import Event
-from providers.registry import ProviderRegistry
-from settings import Settings
-from store import DuplicateMessageError, open_store
+from mozaiks.protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
+from mozaiks.protocol.events import Event
+from mozaiks.providers.registry import ProviderRegistry
+from mozaiks.settings import Settings
+from mozaiks.store import DuplicateMessageError, open_store
 from workflows.catalog import WorkflowCatalog
 from workflows.loader import WorkflowError
 

@@ -36,7 +36,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
-from settings import Settings
+from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
 

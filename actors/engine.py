@@ -23,12 +23,12 @@ from actors.history import History, for_agent
 from actors.routing import TERMINATE, USER, llm_targets, route, transfer_tool_name
 from actors.snapshot import PendingInput, PendingTools, PendingUi, QueuedMessage, SessionSnapshot
 from actors.tool_tasks import ToolOutcome, run_tool
-from protocol.events import Event, utc_now_iso
-from providers.base import ModelError, ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
-from providers.registry import ProviderRegistry
-from providers.scripted import estimate_tokens
-from settings import Settings
-from store.base import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
+from mozaiks.protocol.events import Event, utc_now_iso
+from mozaiks.providers.base import ModelError, ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
+from mozaiks.providers.registry import ProviderRegistry
+from mozaiks.providers.scripted import estimate_tokens
+from mozaiks.settings import Settings
+from mozaiks.store.base import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
 from workflows.model import ModelConfig, ToolSpec, Workflow
 from workflows.tool_context import ToolContext
 from workflows.tool_loading import validate_arguments

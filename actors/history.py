@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from providers.base import ModelMessage, ToolCallRequest
-from store.base import StoredEvent
+from mozaiks.providers.base import ModelMessage, ToolCallRequest
+from mozaiks.store.base import StoredEvent
 
 
 class History:

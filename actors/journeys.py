@@ -20,8 +20,8 @@ import ray
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine
-from protocol.events import utc_now_iso
-from store.base import ChatRecord, Store
+from mozaiks.protocol.events import utc_now_iso
+from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
 from workflows.pack import JOURNEY_CONTEXT_KEY, JourneyProgress, JourneyTag, PackGraph
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from providers.base import ToolCallRequest
+from mozaiks.providers.base import ToolCallRequest
 
 Step = Literal["idle", "agent", "tools", "input", "ui"]
 

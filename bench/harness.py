@@ -27,9 +27,9 @@ from ray import serve
 
 from actors.directory import DIRECTORY_NAME, NAMESPACE
 from bench.echo import ECHO_PREFIX, echo_app
-from client import BrokerClient
-from settings import Settings
-from settings.model import EXAMPLE_WORKFLOWS
+from mozaiks.client import BrokerClient
+from mozaiks.settings import Settings
+from mozaiks.settings.model import EXAMPLE_WORKFLOWS
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"

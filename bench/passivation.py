@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.harness import Runtime, latency_summary, report, runtime
 from bench.turn_overhead import agent_reply, next_request, submit
-from client import BrokerClient, ChatConnection, Session
+from mozaiks.client import BrokerClient, ChatConnection, Session
 
 CHATS, CONCURRENCY, RESIDENT, IDLE_S, SERIAL = 1000, 20, 50, 2.0, 50
 

@@ -14,7 +14,7 @@ import time
 import websockets
 
 from bench.harness import Runtime, latency_summary, report, runtime
-from client import BrokerClient, ChatConnection
+from mozaiks.client import BrokerClient, ChatConnection
 
 WARM, BURST, COLD, ECHO = 40, 20, 12, 40
 POOL = 2

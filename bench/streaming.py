@@ -17,7 +17,7 @@ import websockets
 
 from bench.harness import Runtime, report, runtime
 from bench.turn_overhead import next_request, submit
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 
 FRAGMENT, TEXT_CHARS, REPLIES = 4, 20000, 3
 ECHO_MESSAGES, ECHO_SIZE = 4000, 16

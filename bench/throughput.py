@@ -15,7 +15,7 @@ import websockets
 
 from bench.harness import Runtime, cpu_between, cpu_seconds, latency_summary, report, runtime
 from bench.turn_overhead import agent_reply, next_request, submit
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 
 CONCURRENCY = (10, 50, 100)
 WARMUP_S, MEASURE_S = 3.0, 15.0

@@ -16,7 +16,7 @@ import ray
 
 from bench.harness import Runtime, latency_summary, report, runtime
 from bench.turn_overhead import next_request, submit
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 
 SINGLES, FANOUT, NAP_S = 20, (1, 2, 4, 8, 16), 0.5
 

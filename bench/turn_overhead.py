@@ -16,7 +16,7 @@ from typing import Any
 import websockets
 
 from bench.harness import Runtime, cpu_between, cpu_seconds, latency_summary, report, runtime
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 
 WARMUP, TURNS = 20, 300
 

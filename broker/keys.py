@@ -25,7 +25,7 @@ from jwt.algorithms import get_default_algorithms
 from pydantic import SecretStr
 
 from broker.errors import AuthError
-from settings import Settings
+from mozaiks.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from broker.keys import (
     public_jwk,
     unverified_header,
 )
-from settings import Settings
+from mozaiks.settings import Settings
 
 RUNTIME_TOKEN_TYP = "mozaiks-runtime+jwt"
 RUNTIME_TOKEN_AUDIENCE = "mozaiks-runtime"

@@ -10,14 +10,14 @@ from typing import Any
 
 from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
-from protocol.broker_api import (
+from mozaiks.protocol.broker_api import (
     CreateSessionRequest, CreateSessionResponse, RuntimeToken, SessionList, SessionSummary, WorkflowInfo,
     WorkflowList,
 )
-from protocol.errors import ApiError, chat_not_found
-from protocol.events import utc_now_iso
-from settings import Settings
-from store.base import ChatRecord, Store
+from mozaiks.protocol.errors import ApiError, chat_not_found
+from mozaiks.protocol.events import utc_now_iso
+from mozaiks.settings import Settings
+from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
 from workflows.model import Workflow
 from workflows.pack import JOURNEY_CONTEXT_KEY

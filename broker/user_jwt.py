@@ -29,7 +29,7 @@ from broker.keys import (
     unverified_header,
 )
 from broker.runtime_token import RUNTIME_TOKEN_AUDIENCE, RUNTIME_TOKEN_TYP
-from settings import Settings
+from mozaiks.settings import Settings
 
 _ROLE_SEPARATORS = re.compile(r"[\s,]+")
 

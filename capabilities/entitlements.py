@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict
 
 from broker.identity import Identity
 from capabilities.registry import Capability
-from settings import Settings
-from store.base import Store
+from mozaiks.settings import Settings
+from mozaiks.store.base import Store
 
 
 class Decision(BaseModel):

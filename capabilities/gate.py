@@ -6,9 +6,9 @@ from broker.identity import Identity
 from capabilities.entitlements import ALLOWED, Decision, EntitlementProvider
 from capabilities.registry import Capability, Registry
 from capabilities.usage import UsageLimits
-from protocol.errors import ApiError
-from settings import Settings
-from store.base import Store
+from mozaiks.protocol.errors import ApiError
+from mozaiks.settings import Settings
+from mozaiks.store.base import Store
 from workflows.model import Workflow
 
 

@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from broker.identity import Identity
-from protocol.errors import ApiError
-from settings import Settings
-from store.base import Store
+from mozaiks.protocol.errors import ApiError
+from mozaiks.settings import Settings
+from mozaiks.store.base import Store
 
 RATE_WINDOW_S = 60
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 
-from client import BrokerClient
+from mozaiks.client import BrokerClient
 
 
 def user_token(user: str, app_id: str | None) -> str:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from protocol.errors import ApiError
+from mozaiks.protocol.errors import ApiError
 
 log = logging.getLogger("mozaiks.http")
 

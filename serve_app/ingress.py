@@ -21,15 +21,15 @@ from broker.runtime_token import RuntimeTokenVerifier
 from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
 from capabilities import Gate, load_registry, provider_factory
-from protocol.broker_api import (
+from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
 )
-from protocol.errors import ApiError, unauthenticated
+from mozaiks.protocol.errors import ApiError, unauthenticated
 from serve_app.errors import install_error_handlers
 from serve_app.logging_setup import configure_logging
 from serve_app.websocket import SocketSession
-from settings import Settings
-from store import Store, open_store
+from mozaiks.settings import Settings
+from mozaiks.store import Store, open_store
 from workflows.catalog import WorkflowCatalog
 
 app = FastAPI(title="mozaiks runtime", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
@@ -166,7 +166,7 @@ def build_app(settings: Settings) -> Any:
 
 def app_builder(args: dict[str, str]) -> Any:
     """Entry point for ``serve run`` / ``serve deploy`` configs: settings from env and ``args``."""
-    from settings import Settings as _Settings
+    from mozaiks.settings import Settings as _Settings
     return build_app(_Settings(**args).with_local_secrets())
 
 

@@ -14,8 +14,8 @@ from ray import serve
 from actors.directory import NAMESPACE, get_directory
 from serve_app.ingress import build_app
 from serve_app.logging_setup import configure_logging
-from settings import Settings
-from store import open_store
+from mozaiks.settings import Settings
+from mozaiks.store import open_store
 
 APP_NAME = "mozaiks"
 

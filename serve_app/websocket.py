@@ -16,8 +16,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.engine import StaleOwnerError
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
-from protocol.events import Event
-from settings import Settings
+from mozaiks.protocol.events import Event
+from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.ws")
 

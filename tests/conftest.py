@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from client import BrokerClient
-from settings import Settings
-from store.sqlite import SQLiteStore
+from mozaiks.client import BrokerClient
+from mozaiks.settings import Settings
+from mozaiks.store.sqlite import SQLiteStore
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

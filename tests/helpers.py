@@ -8,7 +8,7 @@ from typing import Any
 
 import websockets
 
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 
 
 async def collect_until(conn: ChatConnection, type_: str, timeout: float = 30,

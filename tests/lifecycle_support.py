@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from actors.directory import DIRECTORY_NAME, NAMESPACE
-from client import Session
+from mozaiks.client import Session
 
 # The first reply of the ``slow_turns`` test workflow to a message.
 FIRST_REPLY = ("Reply one to {}: Lorem ipsum dolor sit amet, consectetur adipiscing elit, "

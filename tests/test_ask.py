@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 from tests.fake_openai import FakeOpenAI, FakeResponse
 from tests.fake_openai import fake_openai, fake_openai_factory  # noqa: F401  (fixtures)
 from tests.helpers import collect_until, of_type

@@ -26,7 +26,7 @@ from broker.keys import dev_token
 from broker.errors import AuthError
 from broker.jwks import JwksCache
 from broker.user_jwt import UserJwtVerifier
-from settings import Settings
+from mozaiks.settings import Settings
 from tests.jwks_server import JwksServer
 
 SECRET = secrets.token_urlsafe(48)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenMinter, RuntimeTokenVerifier
 from broker.user_jwt import UserJwtVerifier
-from settings import Settings
+from mozaiks.settings import Settings
 from tests.jwks_server import JwksServer
 
 SECRET = secrets.token_urlsafe(48)

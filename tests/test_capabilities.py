@@ -11,9 +11,9 @@ import pytest
 from broker.identity import Identity
 from capabilities import Capability, Decision, Gate, Registry, RegistryError, load_registry, provider_factory
 from capabilities.entitlements import ClaimsEntitlements, StoreSubscriptions
-from protocol.errors import ApiError
-from settings import Settings
-from store.sqlite import SQLiteStore
+from mozaiks.protocol.errors import ApiError
+from mozaiks.settings import Settings
+from mozaiks.store.sqlite import SQLiteStore
 from workflows.loader import load_workflow
 from workflows.model import Workflow
 

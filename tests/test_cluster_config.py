@@ -15,7 +15,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema
 
 from serve_app.ingress import MozaiksIngress
-from settings import Settings
+from mozaiks.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_WORDS = ("secret", "password", "private_key", "api_key", "credential", "token")

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from client import BrokerClient
-from settings import Settings
+from mozaiks.client import BrokerClient
+from mozaiks.settings import Settings
 from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port, user_token
 from tests.lifecycle_support import FIRST_REPLY, RawSocket, user_message
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from store import open_store
+from mozaiks.store import open_store
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall, FakeUsage
 from tests.helpers import collect_until, durable, of_type
 

@@ -12,11 +12,11 @@ import pytest
 
 from broker.identity import Identity
 from capabilities.usage import UsageLimits, counter_key, period_bounds
-from protocol.errors import ApiError
-from protocol.events import utc_now_iso
-from settings import Settings
-from store import ChatRecord, UsageRecord
-from store.sqlite import SQLiteStore
+from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.events import utc_now_iso
+from mozaiks.settings import Settings
+from mozaiks.store import ChatRecord, UsageRecord
+from mozaiks.store.sqlite import SQLiteStore
 
 ALICE = Identity(user_id="alice", app_id="app")
 BOB = Identity(user_id="bob", app_id="app")

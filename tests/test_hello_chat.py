@@ -11,7 +11,7 @@ import jwt
 import pytest
 import websockets
 
-from client import BrokerError, ChatConnection
+from mozaiks.client import BrokerError, ChatConnection
 from tests.helpers import collect_until
 from tests.conftest import RUNTIME_SECRET
 

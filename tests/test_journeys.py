@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from client import BrokerClient, BrokerError
+from mozaiks.client import BrokerClient, BrokerError
 from tests.conftest import APP_ID
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ import pytest
 from ray.exceptions import RayActorError
 
 from actors.engine import StaleOwnerError
-from store import open_store
+from mozaiks.store import open_store
 from tests.conftest import APP_ID
 from tests.lifecycle_support import RawSocket, directory, eventually, user_message
 

@@ -9,8 +9,8 @@ from typing import Any
 import openai
 import pytest
 
-from providers.base import ModelError, ModelMessage, ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
-from providers.openai_provider import INVALID_JSON_KEY, OpenAIProvider
+from mozaiks.providers.base import ModelError, ModelMessage, ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
+from mozaiks.providers.openai_provider import INVALID_JSON_KEY, OpenAIProvider
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall, FakeUsage
 from tests.fake_openai import fake_openai, fake_openai_factory  # noqa: F401  (fixtures)
 

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from actors.directory import DIRECTORY_NAME, NAMESPACE
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 from tests.helpers import collect_until, durable, of_type
 
 

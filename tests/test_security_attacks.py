@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from broker.runtime_token import RuntimeTokenMinter
-from client import BrokerClient, Session
+from mozaiks.client import BrokerClient, Session
 from tests.conftest import APP_ID, RUNTIME_SECRET, USER_AUDIENCE, USER_ISSUER, USER_SECRET, user_token
 from tests.helpers import refused_socket
 from tests.test_auth_jwt import RSA_KEY_2, b64, forge_hs256

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from broker.runtime_token import RuntimeTokenMinter
-from client import BrokerClient, BrokerError
+from mozaiks.client import BrokerClient, BrokerError
 from tests.conftest import APP_ID
 from tests.helpers import refused_socket
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import ray
 
-from client import BrokerClient
+from mozaiks.client import BrokerClient
 from tests.conftest import user_token
 from tests.helpers import collect_until, refused_socket
 

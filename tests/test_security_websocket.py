@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from broker.runtime_token import RuntimeTokenMinter
-from client import BrokerClient, Session
+from mozaiks.client import BrokerClient, Session
 from tests.conftest import ALLOWED_ORIGIN, APP_ID, user_token
 from tests.helpers import refused_socket
 

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
-from client import ChatConnection
+from mozaiks.client import ChatConnection
 from examples.host_broker import HostBroker
-from settings import Settings
+from mozaiks.settings import Settings
 from tests.conftest import REPO, free_port
 from tests.helpers import collect_until, refused_socket
 
@@ -61,7 +61,7 @@ def standalone_runtime(tmp_path_factory: pytest.TempPathFactory, host_key: ed255
     })
     log = tmp_path_factory.mktemp("standalone-log") / "runtime.log"
     with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", "run"], cwd=REPO, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "mozaiks.cli.main", "run"], cwd=REPO, env=env,
                                    stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -14,9 +14,9 @@ from uuid import uuid4
 import pytest
 from pymongo import AsyncMongoClient
 
-from store import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
-from store.mongo import MongoStore
-from store.sqlite import SQLiteStore
+from mozaiks.store import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
+from mozaiks.store.mongo import MongoStore
+from mozaiks.store.sqlite import SQLiteStore
 
 MONGO_URL = os.environ.get("MOZAIKS_TEST_MONGO_URL")
 APP, USER = "app-1", "user-1"

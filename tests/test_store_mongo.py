@@ -12,8 +12,8 @@ from uuid import uuid4
 import pytest
 from pymongo import AsyncMongoClient
 
-from store import ChatRecord, DuplicateMessageError, StoredEvent
-from store.mongo import MongoStore
+from mozaiks.store import ChatRecord, DuplicateMessageError, StoredEvent
+from mozaiks.store.mongo import MongoStore
 
 MONGO_URL = os.environ.get("MOZAIKS_TEST_MONGO_URL")
 pytestmark = [pytest.mark.mongo, pytest.mark.skipif(

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from client import BrokerClient, ChatConnection
+from mozaiks.client import BrokerClient, ChatConnection
 from tests.helpers import collect_until, of_type
 from workflows.loader import load_workflow
 

@@ -27,9 +27,9 @@ from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 from websockets.exceptions import WebSocketException
 
-from client import BrokerClient, ChatClosed, ChatConnection, Session
+from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, Session
 from serve_app.launch import start_runtime, stop_runtime
-from settings import Settings
+from mozaiks.settings import Settings
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

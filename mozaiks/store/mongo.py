@@ -34,10 +34,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from store._shared import (
+from mozaiks.store._shared import (
     USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
 )
-from store.base import (
+from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
 )
 

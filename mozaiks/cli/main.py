@@ -18,7 +18,7 @@ def run(address: Annotated[str | None, typer.Option(help="Join a running Ray clu
         port: Annotated[int | None, typer.Option(help="HTTP/WebSocket port (default from MOZAIKS_PORT or 8000)")] = None) -> None:
     """Start the runtime in the foreground until Ctrl-C."""
     from serve_app.launch import start_runtime, stop_runtime
-    from settings import load_settings
+    from mozaiks.settings import load_settings
 
     settings = load_settings()
     if port is not None:
@@ -54,7 +54,7 @@ def dev_token_cmd(user: Annotated[str, typer.Option(help="user id (the `sub` cla
                   ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600) -> None:
     """Print a user JWT signed with this machine's local development secret (local mode only)."""
     from broker.keys import dev_token
-    from settings import load_settings
+    from mozaiks.settings import load_settings
 
     try:
         print(dev_token(load_settings(), user, app_id=app_id, plan=plan, roles=role or None, ttl_s=ttl))

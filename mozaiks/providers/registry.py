@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from providers.base import DeltaCallback, ModelError, ModelProvider, ModelReply, ModelRequest
-from providers.scripted import ScriptedProvider
-from settings import Settings
+from mozaiks.providers.base import DeltaCallback, ModelError, ModelProvider, ModelReply, ModelRequest
+from mozaiks.providers.scripted import ScriptedProvider
+from mozaiks.settings import Settings
 
 
 class ProviderRegistry:
@@ -30,7 +30,7 @@ class ProviderRegistry:
                              retryable=False, code="model_not_configured")
         cache_key = (base_url, model.api_key_env)
         if cache_key not in self._openai:
-            from providers.openai_provider import OpenAIProvider  # the SDK is heavy; scripted chats never load it
+            from mozaiks.providers.openai_provider import OpenAIProvider  # the SDK is heavy; scripted chats never load it
             self._openai[cache_key] = OpenAIProvider(base_url=base_url, api_key=key or "not-needed",
                                                      default_model=s.default_model, timeout_s=s.model_timeout_s,
                                                      max_retries=s.model_max_retries)

@@ -1,6 +1,6 @@
 """A Python client for the broker and the chat WebSocket."""
 
-from client.connection import ChatClosed, ChatConnection
-from client.http import BrokerClient, BrokerError, Session
+from mozaiks.client.connection import ChatClosed, ChatConnection
+from mozaiks.client.http import BrokerClient, BrokerError, Session
 
 __all__ = ["BrokerClient", "BrokerError", "ChatClosed", "ChatConnection", "Session"]

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from client.connection import ChatConnection
+from mozaiks.client.connection import ChatConnection
 
 
 class BrokerError(Exception):

@@ -7,7 +7,7 @@ import binascii
 import json
 from datetime import UTC, datetime
 
-from store.base import StoredEvent, UsageRecord
+from mozaiks.store.base import StoredEvent, UsageRecord
 
 MAX_PAGE = 100
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")

@@ -20,7 +20,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletionChunk
 
-from providers.base import (
+from mozaiks.providers.base import (
     DeltaCallback,
     ModelError,
     ModelMessage,

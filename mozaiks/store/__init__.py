@@ -1,6 +1,6 @@
 """Durable state: chats, their event logs and snapshots, usage, counters. SQLite or MongoDB."""
 
-from store.base import (
+from mozaiks.store.base import (
     ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
 )
 
@@ -11,9 +11,9 @@ def open_store(url: str, *, single_chat: bool = False) -> Store:
     """A store for a URL: ``sqlite:///path/to/file.db`` or ``mongodb://…``. ``single_chat``: the
     caller's event loop serves one chat (a session actor), so SQLite may block it for a write."""
     if url.startswith("sqlite:///"):
-        from store.sqlite import SQLiteStore
+        from mozaiks.store.sqlite import SQLiteStore
         return SQLiteStore(url.removeprefix("sqlite:///"), inline=single_chat)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        from store.mongo import MongoStore
+        from mozaiks.store.mongo import MongoStore
         return MongoStore(url)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

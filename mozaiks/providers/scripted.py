@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from providers.base import (
+from mozaiks.providers.base import (
     DeltaCallback, ModelProvider, ModelReply, ModelRequest, ToolCallRequest, Usage,
 )
 

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from store._shared import (
+from mozaiks.store._shared import (
     USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
 )
-from store.base import (
+from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
 )
 
