@@ -2,6 +2,11 @@
 
 Every call streams. Retries are ours, not the SDK's: the SDK only retries a failed *request*, while a
 stream that breaks half-way must be retried too, and the caller told to discard the partial text.
+
+The SDK carries the request (auth, connection pool, SSE parsing, error types), but the body is
+serialised here, once per call, and handed over as bytes: ``chat.completions.create`` would run
+its type-directed transform over the whole ``messages`` history on every call, which made a
+turn's CPU grow with the length of the chat.
 """
 
 from __future__ import annotations
@@ -100,15 +105,16 @@ class OpenAIProvider(ModelProvider):
         """Streams one reply, retrying transient failures; ``duration_ms`` covers all attempts."""
         started = time.monotonic()
         client = self._client_for(request.model)
-        kwargs = self._request_kwargs(request)
+        body = self._request_body(request)
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         failure: _Retryable | None = None
         for attempt_no in range(self._max_retries + 1):
             if failure is not None:
                 await asyncio.sleep(self._delay_s(attempt_no - 1, failure.retry_after_s))
-            attempt = _Attempt(model=kwargs["model"])
+            attempt = _Attempt(model=body["model"])
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    await self._stream(client, kwargs, attempt, on_delta)
+                    await self._stream(client, content, attempt, on_delta)
                 reply = _reply(attempt, request)
                 reply.duration_ms = int((time.monotonic() - started) * 1000)
                 return reply
@@ -122,7 +128,7 @@ class OpenAIProvider(ModelProvider):
                 await on_delta("", True)  # the next attempt streams the message from the start
             log.warning(
                 "model call failed agent=%s model=%s attempt=%d/%d code=%s",
-                request.agent, kwargs["model"], attempt_no + 1, self._max_retries + 1, failure.code,
+                request.agent, body["model"], attempt_no + 1, self._max_retries + 1, failure.code,
             )
         assert failure is not None
         raise ModelError(
@@ -147,20 +153,20 @@ class OpenAIProvider(ModelProvider):
             self._clients[(base_url, api_key)] = client
         return client
 
-    def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+    def _request_body(self, request: ModelRequest) -> dict[str, Any]:
         cfg = request.model
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": cfg.get("name") or self._default_model,
             "messages": [_message_dict(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if cfg.get("temperature") is not None:
-            kwargs["temperature"] = cfg["temperature"]
+            body["temperature"] = cfg["temperature"]
         if request.tools:
-            kwargs["tools"] = [_tool_dict(t) for t in request.tools]
+            body["tools"] = [_tool_dict(t) for t in request.tools]
         if request.response_schema is not None:
-            kwargs["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
                     "name": request.response_schema_name or "output",
@@ -168,20 +174,19 @@ class OpenAIProvider(ModelProvider):
                     "strict": False,  # strict mode rejects common schemas (optional fields, open objects)
                 },
             }
-        # extra_body rather than keyword arguments: the SDK's create() rejects parameters it does not know,
-        # and compatible servers accept extras (top_k, repetition_penalty, …).
+        # Passed through as given: compatible servers accept extras (top_k, repetition_penalty, …).
         params: dict[str, Any] = cfg.get("params") or {}
         if ignored := sorted(_RESERVED_PARAMS.intersection(params)):
             log.warning("agent=%s: model params %s are set by the provider and ignored", request.agent, ignored)
-        extra = {k: v for k, v in params.items() if k not in _RESERVED_PARAMS}
-        if extra:
-            kwargs["extra_body"] = extra
-        return kwargs
+        body.update((k, v) for k, v in params.items() if k not in _RESERVED_PARAMS)
+        return body
 
     async def _stream(
-        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], attempt: _Attempt, on_delta: DeltaCallback | None
+        self, client: openai.AsyncOpenAI, content: bytes, attempt: _Attempt, on_delta: DeltaCallback | None
     ) -> None:
-        stream = await client.chat.completions.create(**kwargs)
+        # The same request create() would make (path, JSON content type, bearer auth), minus its transform.
+        stream = await client.post("/chat/completions", cast_to=ChatCompletionChunk, content=content,
+                                   stream=True, stream_cls=openai.AsyncStream[ChatCompletionChunk])
         async with stream:
             try:
                 async for chunk in stream:
