@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from workflows.model import (
     ToolSpec, Workflow,
 )
 from workflows.pack import PackGraph
+from workflows.structured_models import translate_models
 from workflows.tool_ast import UnsupportedAnnotation, find_function, infer_parameters
 
 __all__ = ["Issue", "WorkflowError", "load_workflow", "load_workflows", "load_pack"]
 
 SUFFIXES = (".json", ".yaml", ".yml")  # first found wins: JSON over YAML for the same stem
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,19 +220,28 @@ def _load(folder: Path, base: Path) -> Workflow:
 
     outputs_doc = docs["structured_outputs"]
     outputs_raw, outputs_path = _unwrap(outputs_doc.data, "structured_outputs") if outputs_doc else ({}, "")
-    outputs = collect.validate(
-        StructuredOutputs, {} if outputs_raw is None else outputs_raw, outputs_doc.file if outputs_doc else "",
-        outputs_path,
-    )
+    outputs_raw = {} if outputs_raw is None else outputs_raw
+    if outputs_doc is not None and isinstance(outputs_raw, dict) and isinstance(outputs_raw.get("models"), dict):
+        translated, model_errors = translate_models(outputs_raw["models"])
+        for name, error in model_errors.items():
+            where = _join(_join(outputs_path, "models"), name)
+            collect.add(outputs_doc.file, _join(where, error.path) if error.path else where, str(error))
+        outputs_raw = {**outputs_raw, "models": translated}
+    outputs = collect.validate(StructuredOutputs, outputs_raw, outputs_doc.file if outputs_doc else "", outputs_path)
     if not agents and not collect.issues:
         collect.add(sections["agents"].file, "agents", "a workflow needs at least one agent")
+    warnings: list[Issue] = []
+    if orchestrator is not None:
+        orchestrator = _mozaiks_files(folder, base, orchestrator, collect, warnings)
+        _mozaiks_orchestrator(orchestrator, orchestrator_doc.file, orchestrator_path, collect, warnings)
+    _mozaiks_sections(docs["tools"], sections, handoffs, tools, variables, collect, warnings)
     collect.raise_if_any()
     assert orchestrator is not None and outputs is not None
     # Past this point every item validated, so list positions match the `sections` paths.
 
     parts: dict[str, Any] = dict(
         name=orchestrator.name, path=folder, orchestrator=orchestrator, agents=agents, handoffs=handoffs,
-        tools=tools, context_variables=variables, structured_outputs=outputs,
+        tools=tools, context_variables=variables, structured_outputs=outputs, warnings=list(map(str, warnings)),
     )
     for issue in Workflow.model_construct(**parts).reference_issues():
         file, path = _locate(issue, sections, orchestrator_doc.file, orchestrator_path, outputs_doc, outputs_path)
@@ -242,7 +254,86 @@ def _load(folder: Path, base: Path) -> Workflow:
         for tool, path in zip(tools, sections["tools"].paths)
     ]
     collect.raise_if_any()
+    for warning in warnings:
+        log.warning("workflow %s: %s", folder.name, warning)
     return Workflow(**parts)
+
+
+# MozaiksAI hook types: AG2 message hooks that rewrite an agent's messages or state in place.
+_HOOK_TYPES = ("update_agent_state", "process_message_before_send", "process_last_received_message",
+               "process_all_messages_before_reply")
+
+
+def _mozaiks_files(folder: Path, base: Path, orchestrator: OrchestratorConfig, collect: _Collector,
+                   warnings: list[Issue]) -> OrchestratorConfig:
+    """ui_config and hooks: MozaiksAI's extra files, read or refused, never skipped silently."""
+    ui = _read(folder, "ui_config", base)
+    if ui is not None:
+        data, path = _unwrap(ui.data, "ui_config")
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            collect.add(ui.file, path, "expected a mapping")
+        else:
+            for key, value in data.items():
+                if key != "visual_agents":
+                    warnings.append(Issue(ui.file, _join(path, key), "not used by this runtime"))
+                elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    collect.add(ui.file, _join(path, key), "expected a list of agent names")
+                elif orchestrator.visual_agents is not None:
+                    collect.add(ui.file, _join(path, key), "visual_agents given both here and in the orchestrator")
+                else:
+                    # `user` is always visible here: the list names the agents whose text is shown.
+                    visible = [v for v in value if v.lower() != "user"]
+                    orchestrator = orchestrator.model_copy(update={"visual_agents": visible})
+    hooks = _read(folder, "hooks", base)
+    if hooks is not None:
+        data, path = _unwrap(hooks.data, "hooks")
+        for i, hook in enumerate(data or []):
+            kind = hook.get("hook_type") if isinstance(hook, dict) else None
+            known = f"hook type {kind!r}" if kind in _HOOK_TYPES else f"unknown hook type {kind!r}"
+            collect.add(hooks.file, _join(path, i), f"{known} is not supported: this runtime does not rewrite "
+                        "agents' messages in place; use a tool with ctx.set_context, or context triggers")
+    return orchestrator
+
+
+def _mozaiks_orchestrator(orchestrator: OrchestratorConfig, file: str, path: str, collect: _Collector,
+                          warnings: list[Issue]) -> None:
+    pattern = orchestrator.orchestration_pattern
+    if pattern not in (None, "DefaultPattern"):
+        collect.add(file, _join(path, "orchestration_pattern"), f"{pattern!r} is not supported: this runtime "
+                    "routes by handoffs.json only (DefaultPattern); write the speaking order as handoff rules")
+    if orchestrator.initial_message_to_user:
+        warnings.append(Issue(file, _join(path, "initial_message_to_user"), "not shown to the user; put the "
+                              "greeting in the first agent's instructions or initial_message"))
+
+
+def _mozaiks_sections(tools_doc: _Doc | None, sections: dict[str, _Items], handoffs: list[HandoffRule],
+                      tools: list[ToolSpec], variables: list[ContextVariable], collect: _Collector,
+                      warnings: list[Issue]) -> None:
+    # Positions line up only when every item validated; otherwise the errors are reported first.
+    if len(handoffs) == len(sections["handoffs"].raw):
+        for rule, where in zip(handoffs, sections["handoffs"].paths):
+            if rule.condition_scope == "pre":
+                warnings.append(Issue(sections["handoffs"].file, _join(where, "condition_scope"),
+                                      "'pre' is checked after the source agent's turn here, like 'post'"))
+    if len(tools) == len(sections["tools"].raw):
+        for tool, where in zip(tools, sections["tools"].paths):
+            if tool.auto_invoke:
+                warnings.append(Issue(sections["tools"].file, _join(where, "auto_invoke"), "ignored: the model "
+                                      "calls tools here; a structured output does not invoke a tool by itself"))
+    if len(variables) == len(sections["context_variables"].raw):
+        for variable, where in zip(variables, sections["context_variables"].paths):
+            for j, trigger in enumerate(variable.source.triggers):
+                if trigger.ui_hidden:
+                    warnings.append(Issue(sections["context_variables"].file,
+                                          f"{where}.source.triggers[{j}].ui_hidden",
+                                          "ignored: the matching text is still shown to the user"))
+    if tools_doc is not None:
+        data, path = _unwrap(tools_doc.data, "tools")
+        lifecycle = data.get("lifecycle_tools") if isinstance(data, dict) else None
+        for i, _ in enumerate(lifecycle or []):
+            collect.add(tools_doc.file, _join(_join(path, "lifecycle_tools"), i), "lifecycle tools are not "
+                        "supported yet: call the tool from the agent, or do the work in the first agent's tool")
 
 
 def _locate(

@@ -128,9 +128,9 @@ class OrchestratorConfig(FormatModel):
     version: str = "1"
     startup_mode: Literal["AgentDriven", "UserDriven"] = "AgentDriven"
     initial_agent: str | None = Field(None, validation_alias=AliasChoices("initial_agent", "recipient"))
-    initial_message: str | None = Field(
-        None, validation_alias=AliasChoices("initial_message", "initial_message_to_user")
-    )
+    initial_message: str | None = None
+    initial_message_to_user: str | None = None  # MozaiksAI's greeting shown to the user: reported, not shown
+    orchestration_pattern: str | None = None  # only MozaiksAI's DefaultPattern means what this runtime does
     max_turns: int = Field(50, ge=1)
     human_in_the_loop: bool = True
     concurrency: Literal["enqueue", "reject", "interrupt"] = "enqueue"
@@ -142,6 +142,13 @@ class OrchestratorConfig(FormatModel):
     model: ModelConfig | None = None  # the workflow's default for agents that name none
 
 
+# MozaiksAI (AG2) spellings of the two condition kinds.
+_CONDITION_TYPES = {
+    "expression": "expression", "context": "expression", "expressioncontextcondition": "expression",
+    "context_expression": "expression", "llm": "llm", "string_llm": "llm", "stringllmcondition": "llm",
+}
+
+
 class HandoffRule(FormatModel):
     source_agent: str
     target_agent: str
@@ -150,6 +157,22 @@ class HandoffRule(FormatModel):
     )
     condition_type: Literal["expression", "llm"] | None = Field(None, validate_default=True)
     condition: str | None = Field(None, validate_default=True)
+    # When an expression is checked: `post` (after the source's turn) is what this runtime does;
+    # `pre` is accepted and reported by the loader (see docs/workflows.md).
+    condition_scope: Literal["pre", "post"] | None = None
+
+    @field_validator("condition_type", mode="before")
+    @classmethod
+    def _condition_spelling(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return _CONDITION_TYPES.get(value.lower(), value)
+
+    @field_validator("condition", mode="before")
+    @classmethod
+    def _boolean_condition(cls, value: Any) -> Any:
+        # YAML reads `condition: true` as a boolean; as an expression it is the literal.
+        return ("true" if value else "false") if isinstance(value, bool) else value
 
     @field_validator("source_agent", "target_agent")
     @classmethod
@@ -169,6 +192,11 @@ class HandoffRule(FormatModel):
     def _condition_valid(cls, value: str | None, info: ValidationInfo) -> str | None:
         if info.data.get("handoff_type") != "condition":
             return value
+        if info.data.get("source_agent") == USER and info.data.get("condition_type") == "llm":
+            # Nobody's model chooses after the user speaks: such a rule could never fire.
+            raise ValueError("an llm condition from 'user' never fires (no model chooses after the user "
+                             "speaks); write condition_type: expression over context variables, or an "
+                             "after_work rule from user")
         if not value:
             raise ValueError("condition handoffs need a condition")
         if info.data.get("condition_type") == "expression":
@@ -203,6 +231,13 @@ class ToolSpec(FormatModel):
     ui: UiSpec | None = Field(None, validate_default=True)
     execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     timeout_s: float | None = Field(None, gt=0)  # how long a UI tool waits for the user
+    auto_invoke: bool | None = None  # MozaiksAI's structured-output auto-tool switch: reported, not run
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _tools_prefix(cls, value: Any) -> Any:
+        # MozaiksAI writes both `greet.py` and `tools/greet.py`: the folder is always tools/.
+        return value.removeprefix("./").removeprefix("tools/") if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +295,7 @@ class ContextTrigger(FormatModel):
     value: Any = None
     tool: str | None = Field(None, validate_default=True)
     response_key: str | None = None
+    ui_hidden: bool = False  # MozaiksAI: hide the matching text from the user; reported, not applied
 
     @field_validator("match")
     @classmethod
@@ -283,11 +319,37 @@ class ContextTrigger(FormatModel):
         return value
 
 
+# MozaiksAI source types this runtime has no equivalent for, and what to write instead.
+_REFUSED_SOURCES = {
+    "computed": "computed variables are not evaluated here; compute the value in a tool and store it with "
+                "ctx.set_context (source type: state)",
+    "data_reference": "variables are not read from a database here; read it in a tool and store it with "
+                      "ctx.set_context (source type: state), or pass it in the session's context",
+    "data_entity": "variables are not persisted to a database here; write it from a tool, and keep the "
+                   "chat's copy with ctx.set_context (source type: state)",
+    "external": "variables are not fetched from external services here; fetch it in a tool and store it with "
+                "ctx.set_context (source type: state)",
+    "file": "variables are not read from files here; use source type static with the value, or read the "
+            "file in a tool",
+}
+# Same meaning, other name: `runtime` values change while the chat runs, `config` reads the environment.
+_SOURCE_SPELLINGS = {"runtime": "state", "config": "env", "environment": "env"}
+
+
 class ContextSource(FormatModel):
     type: Literal["static", "env", "state"] = "static"
     value: Any = None
     env_var: str | None = None
     triggers: list[ContextTrigger] = []
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _source_type(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lower() in _REFUSED_SOURCES:
+            raise ValueError(f"source type {value!r} is not supported: {_REFUSED_SOURCES[value.lower()]}")
+        return _SOURCE_SPELLINGS.get(value.lower(), value.lower())
 
     @model_validator(mode="before")
     @classmethod
@@ -314,6 +376,20 @@ class ContextVariable(FormatModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _lift_source_default(cls, data: Any) -> Any:
+        """MozaiksAI writes the default under the source: `source: {type: runtime, default: false}`."""
+        if not isinstance(data, dict) or not isinstance(data.get("source"), dict):
+            return data
+        source = data["source"]
+        if "default" not in source:
+            return data
+        if "default" in data or "default_value" in data:
+            raise ValueError("default given both on the variable and under source")
+        rest = {k: v for k, v in source.items() if k != "default"}
+        return {**data, "default": source["default"], "source": rest}
+
+    @model_validator(mode="before")
+    @classmethod
     def _lift_triggers(cls, data: Any) -> Any:
         """Triggers may sit on the variable itself; they belong to its source."""
         if not isinstance(data, dict) or "triggers" not in data:
@@ -328,8 +404,25 @@ class ContextVariable(FormatModel):
 
 
 class StructuredOutputs(FormatModel):
-    models: dict[str, dict[str, Any]] = {}  # name -> JSON Schema
-    registry: dict[str, str] = {}  # agent name -> model name
+    models: dict[str, dict[str, Any]] = {}  # name -> JSON Schema (the loader translates the model form)
+    # agent name -> model name; MozaiksAI writes `Agent: null` for "no structured output".
+    registry: dict[str, str | None] = {}
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_list(cls, value: Any) -> Any:
+        """The list form: `[{agent: A, model: M}]` (or one-entry mappings `[{A: M}]`)."""
+        if not isinstance(value, list):
+            return value
+        merged: dict[str, Any] = {}
+        for i, entry in enumerate(value):
+            if isinstance(entry, dict) and "agent" in entry:
+                merged[entry["agent"]] = entry.get("model", entry.get("structured_output"))
+            elif isinstance(entry, dict) and len(entry) == 1:
+                merged.update(entry)
+            else:
+                raise ValueError(f"registry[{i}]: expected {{agent: <name>, model: <model or null>}}")
+        return merged
 
 
 Section = Literal["orchestrator", "agents", "handoffs", "tools", "context_variables", "structured_outputs"]
@@ -352,6 +445,8 @@ class Workflow(FormatModel):
     tools: list[ToolSpec] = []
     context_variables: list[ContextVariable] = []
     structured_outputs: StructuredOutputs = StructuredOutputs()
+    # `file: path: message` lines for what loaded but does not mean here what it meant in MozaiksAI.
+    warnings: list[str] = []
 
     @model_validator(mode="after")
     def _references(self) -> Workflow:
@@ -381,8 +476,19 @@ class Workflow(FormatModel):
         raise KeyError(name)
 
     def tools_for(self, agent_name: str) -> list[ToolSpec]:
+        """One spec per name: the one bound to this agent, else the first whose name it lists.
+
+        MozaiksAI binds the same tool name to different agents from different files.
+        """
         listed = self.agent(agent_name).tools
-        return [t for t in self.tools if t.name in listed or agent_name in t.agents]
+        chosen: dict[str, ToolSpec] = {}
+        for tool in self.tools:
+            if agent_name in tool.agents:
+                chosen[tool.name] = tool
+        for tool in self.tools:
+            if tool.name in listed and tool.name not in chosen:
+                chosen[tool.name] = tool
+        return [t for t in self.tools if chosen.get(t.name) is t]
 
     def model_for(self, agent_name: str) -> ModelConfig | None:
         """The agent's model, else the workflow default; None means the runtime's global default."""
@@ -452,11 +558,20 @@ class Workflow(FormatModel):
             if rule.target_agent not in (USER, TERMINATE) and rule.target_agent not in agents:
                 issues.append(ReferenceIssue("handoffs", (i, "target_agent"), unknown("agent", rule.target_agent)))
 
-        seen = set()
+        bound: dict[tuple[str, str | None], int] = {}  # (name, agent) -> first entry; None: no agent named
         for i, tool in enumerate(self.tools):
-            if tool.name in seen:
-                issues.append(ReferenceIssue("tools", (i, "name"), f"duplicate tool name {tool.name!r}"))
-            seen.add(tool.name)
+            for agent_name in tool.agents or [None]:
+                clash = bound.get((tool.name, agent_name))
+                if clash is None and agent_name is not None:
+                    clash = bound.get((tool.name, None))
+                if clash is None and agent_name is None:
+                    clash = next((j for (n, _), j in bound.items() if n == tool.name), None)
+                if clash is not None:
+                    whom = f" for agent {agent_name!r}" if agent_name else ""
+                    issues.append(ReferenceIssue("tools", (i, "name"), f"duplicate tool name {tool.name!r}{whom} "
+                                                 f"(also tools[{clash}])"))
+                    break
+                bound[(tool.name, agent_name)] = i
             for j, name in enumerate(tool.agents):
                 if name not in agents:
                     issues.append(ReferenceIssue("tools", (i, "agents", j), unknown("agent", name)))
@@ -476,7 +591,7 @@ class Workflow(FormatModel):
         for agent_name, model_name in self.structured_outputs.registry.items():
             if agent_name not in agents:
                 issues.append(ReferenceIssue("structured_outputs", ("registry", agent_name), unknown("agent", agent_name)))
-            elif model_name not in models:
+            elif model_name is not None and model_name not in models:
                 issues.append(ReferenceIssue(
                     "structured_outputs", ("registry", agent_name), unknown("structured output model", model_name)
                 ))

@@ -26,7 +26,9 @@ def find_function(module: ast.Module, name: str) -> FunctionNode | None:
 
 
 def is_context_parameter(arg: ast.arg) -> bool:
-    return arg.arg == "ctx" or (arg.annotation is not None and _name(arg.annotation) == "ToolContext")
+    # `context_variables` is how MozaiksAI (AG2) tools receive the chat's context.
+    return arg.arg in ("ctx", "context_variables") or (
+        arg.annotation is not None and _name(arg.annotation) == "ToolContext")
 
 
 def infer_parameters(function: FunctionNode) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""MozaiksAI workflow folders, in that runtime's spellings: each loads, or is refused saying why."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from workflows import WorkflowError, load_workflow
+from workflows.json_schema import validate_arguments
+
+FIXTURES = Path(__file__).parent / "mozaiksai"
+
+
+def test_trip_planner_loads_with_the_meaning_it_had() -> None:
+    workflow = load_workflow(FIXTURES / "TripPlanner")
+    assert workflow.warnings == []
+
+    name, schema = workflow.output_schema_for("ItineraryAgent") or ("", {})
+    assert name == "Itinerary" and workflow.output_schema_for("IntakeAgent") is None
+    good = {"title": "Lisbon", "stops": [{"city": "Lisbon", "nights": 3, "kind": "city"}], "budget": "flexible",
+            "notes": None}
+    assert validate_arguments(schema, good) == []
+    assert validate_arguments(schema, {**good, "stops": [{"city": "Lisbon", "nights": 3, "kind": "moon"}]}) == [
+        'stops[0].kind: must be one of "city", "beach", "mountains"']
+    assert validate_arguments(schema, {**good, "budget": [1]}) == ["budget: does not match any of the allowed types"]
+    assert "notes: is required" in validate_arguments(schema, {k: v for k, v in good.items() if k != "notes"})
+
+    defaults = {v.name: (v.default, v.source.type) for v in workflow.context_variables}
+    assert defaults == {"destination_known": (False, "state"), "nights": (3, "state"),
+                        "booking_confirmed": (False, "state"), "currency": ("EUR", "env")}
+    kinds = [(h.source_agent, h.target_agent, h.condition_type) for h in workflow.handoffs]
+    assert kinds == [("user", "IntakeAgent", "expression"), ("IntakeAgent", "ItineraryAgent", "expression"),
+                     ("ItineraryAgent", "ConciergeAgent", "llm"), ("ItineraryAgent", "user", "llm"),
+                     ("ConciergeAgent", "terminate", "expression"), ("ConciergeAgent", "user", None)]
+
+    intake = {t.name: t.file for t in workflow.tools_for("IntakeAgent")}
+    concierge = {t.name: t.file for t in workflow.tools_for("ConciergeAgent")}
+    assert intake == {"note_destination": "intake.py"}
+    assert concierge == {"note_destination": "concierge.py", "confirm_booking": "concierge.py"}
+    # the chat's context is injected, never offered to the model as an argument
+    assert all("context_variables" not in (t.parameters or {}).get("properties", {}) for t in workflow.tools)
+    assert workflow.orchestrator.visual_agents == ["IntakeAgent", "ConciergeAgent"]
+
+
+def _variant(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    folder = tmp_path / "TripPlanner"
+    shutil.copytree(FIXTURES / "TripPlanner", folder)
+    path = folder / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return folder
+
+
+REFUSED = [
+    ("context_variables.yaml", "type: runtime\n    default: 3", "type: data_reference\n    default: 3",
+     "context_variables.yaml: definitions[1].source.type: source type 'data_reference' is not supported: "
+     "variables are not read from a database here"),
+    ("context_variables.yaml", "type: runtime\n    default: 3", "type: computed\n    default: 3",
+     "source type 'computed' is not supported: computed variables are not evaluated here"),
+    ("handoffs.yaml", "condition_type: expression\n  condition_scope: null\n  condition: ${destination_known} == False",
+     "condition_type: string_llm\n  condition_scope: null\n  condition: The traveller wants to plan",
+     "handoffs.yaml: handoff_rules[0].condition: an llm condition from 'user' never fires"),
+    ("hooks.yaml", "hooks: []", "hooks:\n- hook_type: update_agent_state\n  hook_agent: IntakeAgent\n"
+     "  filename: h.py\n  function: f\n",
+     "TripPlanner/hooks.yaml: hooks[0]: hook type 'update_agent_state' is not supported"),
+    ("orchestrator.yaml", "DefaultPattern", "AutoPattern",
+     "orchestration_pattern: 'AutoPattern' is not supported: this runtime routes by handoffs.json only"),
+    ("tools.yaml", "lifecycle_tools: []", "lifecycle_tools:\n- trigger: before_chat\n  file: intake.py\n"
+     "  function: note_destination\n", "tools.yaml: lifecycle_tools[0]: lifecycle tools are not supported"),
+    ("structured_outputs.yaml", "items: Stop", "items: Stopp",
+     "structured_outputs.yaml: structured_outputs.models.Itinerary.fields.stops.items: unknown type 'Stopp'"),
+    ("tools.yaml", "- agent: ConciergeAgent\n  file: tools/concierge.py\n  function: note_destination",
+     "- agent: IntakeAgent\n  file: tools/concierge.py\n  function: note_destination",
+     "tools.yaml: tools[1].name: duplicate tool name 'note_destination' for agent 'IntakeAgent' (also tools[0])"),
+]
+
+
+@pytest.mark.parametrize(("file", "old", "new", "message"), REFUSED, ids=[r[3].split(":")[0] + str(i)
+                                                                          for i, r in enumerate(REFUSED)])
+def test_what_this_runtime_cannot_honour_is_refused_at_load(tmp_path: Path, file: str, old: str, new: str,
+                                                            message: str) -> None:
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(_variant(tmp_path, file, old, new))
+    assert message in str(caught.value)
+
+
+WARNED = [
+    ("handoffs.yaml", "condition_scope: post", "condition_scope: pre",
+     "TripPlanner/handoffs.yaml: handoff_rules[1].condition_scope: 'pre' is checked after"),
+    ("tools.yaml", "auto_invoke: false", "auto_invoke: true",
+     "TripPlanner/tools.yaml: tools[0].auto_invoke: ignored: the model calls tools here"),
+    ("orchestrator.yaml", "initial_message_to_user: null", "initial_message_to_user: Welcome aboard",
+     "TripPlanner/orchestrator.yaml: initial_message_to_user: not shown to the user"),
+    ("ui_config.yaml", "- user\n", "- user\ntheme: dark\n", "TripPlanner/ui_config.yaml: theme: not used"),
+]
+
+
+@pytest.mark.parametrize(("file", "old", "new", "message"), WARNED)
+def test_what_loads_with_another_meaning_is_warned(tmp_path: Path, file: str, old: str, new: str,
+                                                   message: str) -> None:
+    workflow = load_workflow(_variant(tmp_path, file, old, new))
+    assert [w for w in workflow.warnings if message in w], workflow.warnings
