@@ -87,8 +87,11 @@ async def test_a_message_flood_is_rejected_then_closed_4429(chat):
 
 async def test_an_expired_token_closes_4401_unless_the_client_reauthenticates(chat, settings):
     broker, session = chat
-    short, _ = RuntimeTokenMinter(settings).mint("edge-user", APP_ID, session.chat_id, "hello", ttl_s=2)
     other = await broker.create_session("hello")
+    fresh = (await broker.refresh_token(session.chat_id))["runtime_token"]
+    # Minted last, so a loaded machine's slow broker calls cannot eat the short token's lifetime.
+    short, _ = RuntimeTokenMinter(settings).mint("edge-user", APP_ID, session.chat_id, "hello", ttl_s=3)
+    lapsed = asyncio.Event()
 
     async def lapses() -> int | None:
         async with websockets.connect(session.ws_url, subprotocols=bearer(short)) as ws:  # type: ignore[arg-type]
@@ -96,15 +99,16 @@ async def test_an_expired_token_closes_4401_unless_the_client_reauthenticates(ch
                 async with asyncio.timeout(15):
                     while True:
                         await ws.recv()
+            lapsed.set()
             return ws.close_code
 
     async def renews() -> list[dict[str, Any]]:
         acks = []
         async with websockets.connect(session.ws_url, subprotocols=bearer(short)) as ws:  # type: ignore[arg-type]
-            fresh = (await broker.refresh_token(session.chat_id))["runtime_token"]
             for token in (other.runtime_token, fresh):  # another chat's token cannot widen the socket
                 await ws.send(json.dumps({"type": "auth", "id": token[-8:], "token": token}))
-            await asyncio.sleep(4)
+            async with asyncio.timeout(15):
+                await lapsed.wait()  # the short token has expired: the other socket saw 4401
             await ws.send(json.dumps({"type": "ping"}))
             async with asyncio.timeout(10):
                 while True:
