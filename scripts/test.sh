@@ -1,4 +1,12 @@
 #!/usr/bin/env bash
 # Run the test suite (a local Ray + Serve is started once for the whole session).
 source "$(dirname "$0")/_venv.sh" dev
+source "$(dirname "$0")/_chatui.sh"
+# The browser tests drive Debian's chromium (a browser build cannot be downloaded by Playwright
+# here); as root we install it, otherwise those tests skip and say why.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium for the browser tests (apt)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 \
+    || echo "warning: chromium could not be installed; the browser tests will skip" >&2
+fi
 exec python -m pytest "$@"

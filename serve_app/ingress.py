@@ -9,9 +9,9 @@ import asyncio
 import hmac
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, WebSocket
+from fastapi import FastAPI, Header, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ray import serve
 
 from actors.directory import get_directory
@@ -25,6 +25,7 @@ from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
 )
 from mozaiks.protocol.errors import ApiError, unauthenticated
+from serve_app.chatui import ChatUi
 from serve_app.errors import install_error_handlers
 from serve_app.logging_setup import configure_logging
 from serve_app.websocket import SocketSession
@@ -56,6 +57,7 @@ class MozaiksIngress:
         self.registry = load_registry(settings.capabilities_file, self.catalog.names())
         self.entitlements = provider_factory(settings.entitlement_provider)
         self.directory = get_directory(settings)
+        self.chatui = ChatUi(settings, self.catalog, self.runtime_verifier)
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
         self._init_lock = asyncio.Lock()
@@ -147,6 +149,32 @@ class MozaiksIngress:
             raise ApiError(404, "not_found", "The runtime API is not enabled")
         if not hmac.compare_digest(_bearer(authorization).encode(), expected.get_secret_value().encode()):
             raise unauthenticated("Invalid service credential")
+
+    # -------------------------------------------------------------- ChatUI (docs/chatui.md)
+    @app.get("/chat", include_in_schema=False)
+    async def chat_redirect(self) -> RedirectResponse:
+        return RedirectResponse("/chat/")
+
+    @app.get("/chat/", include_in_schema=False)
+    async def chat_page(self) -> Response:
+        return self.chatui.page()
+
+    @app.get("/chat/page.css", include_in_schema=False)
+    async def chat_page_css(self) -> Response:
+        return self.chatui.page_css()
+
+    @app.get("/chat/{asset}", include_in_schema=False)
+    async def chat_asset(self, asset: str) -> Response:
+        return self.chatui.asset(asset)
+
+    @app.get("/api/mozaiks/workflows/{workflow_name}/components/{component}")
+    async def workflow_component(self, workflow_name: str, component: str,
+                                 authorization: Annotated[str | None, Header()] = None) -> Response:
+        return await self.chatui.component(workflow_name, component, authorization)
+
+    @app.post("/api/mozaiks/dev/token", include_in_schema=False)
+    async def dev_token(self, request: Request) -> dict[str, Any]:
+        return self.chatui.dev_token(request)
 
     @app.get("/healthz")
     async def health(self) -> dict[str, str]:

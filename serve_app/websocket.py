@@ -126,7 +126,8 @@ class SocketSession:
         allowed = self.settings.ws_allowed_origins
         # Browsers always send Origin, so this stops other sites' pages; programs send none, and
         # could forge any, so for them the runtime token is the whole check.
-        if allowed and origin is not None and origin not in allowed:
+        # The runtime's own pages (/chat/) are same-origin: always allowed.
+        if allowed and origin is not None and origin not in allowed and not _same_origin(origin, self.ws):
             raise Close(4403, "origin not allowed")
         token = next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), None)
         last_seq: int | None = None
@@ -283,3 +284,8 @@ def _parse(raw: str) -> dict[str, Any] | None:
     except (json.JSONDecodeError, TypeError):
         return None
     return frame if isinstance(frame, dict) else None
+
+
+def _same_origin(origin: str, ws: WebSocket) -> bool:
+    host = ws.headers.get("host")
+    return host is not None and origin in (f"http://{host}", f"https://{host}")

@@ -28,6 +28,7 @@ def run(address: Annotated[str | None, typer.Option(help="Join a running Ray clu
     console.print(f"[green]listening[/green] on {info.http_url}  (WebSocket {info.ws_url}/ws/…)")
     console.print(f"workflows from {settings.workflows_dir}")
     if settings.mode == "local":
+        console.print(f"[bold]open the chat:[/bold]  {info.http_url}/chat/")
         console.print("get a user token:  mozaiks dev-token --user alice")
     console.print("Ctrl-C to stop")
     stopping = False

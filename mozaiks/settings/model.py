@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     port: int = 8000
     public_ws_base: str | None = None  # what the broker puts in ws_url; derived from host:port if unset
     default_app_id: str = "local-app"
+    chatui_dist: Path = REPO_ROOT / "chatui" / "dist"  # the built ChatUI bundle the runtime serves at /chat/
 
     # User JWT (what the broker accepts)
     user_jwt_algorithms: list[str] = ["HS256"]
