@@ -9,7 +9,8 @@ whole, so nothing of one chat survives into the next.
 
 Because a process may serve several chats over its life, every call names the chat it is meant
 for; a caller whose handle predates a release gets ``StaleOwnerError`` and asks the directory
-again. Sockets watch the chat by long-polling ``poll``; client messages arrive through ``submit``.
+again. Sockets watch the chat by long-polling ``poll`` (a poll is not activity: it does not keep
+the chat resident); client messages arrive through ``submit``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class _Binding:
         return time.monotonic() - max(self.last_touch, self.hub.last_publish)
 
     def passivatable(self) -> bool:
-        """Nobody watching and nothing running: waiting for a user is not running work."""
-        return self.in_flight == 0 and not self.active_watchers() and self.engine.settled()
+        """Nothing running: waiting for a user is not work, even with the user's socket open (it
+        stays open on the ingress and follows the chat through the directory)."""
+        return self.in_flight == 0 and self.engine.settled()
 
     def wake_at(self) -> float | None:
         """When a durable wait of this chat times out (epoch seconds): the chat must be resident then."""

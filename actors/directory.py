@@ -11,8 +11,11 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
   with new processes, and takes back every passivated session's process too: re-activating a
   chat then costs no new process. What the pool holds beyond its size and has not been used for
   ``POOL_KEEP_S`` is ended.
-- **Passivation**: a session that has been idle for ``idle_timeout_s`` asks to be passivated; the
-  directory releases it under the chat's lock and recycles the process into the pool. When a
+- **Passivation**: a session that has been idle for ``idle_timeout_s`` (a keep-alive of seconds)
+  asks to be passivated; the directory releases it under the chat's lock and recycles the process
+  into the pool. Open sockets do not keep a chat resident: a socket whose chat passivated stays
+  open on the ingress and ``follow``s the chat, which waits here, without activating it, until
+  the next message, UI answer, cancel or reconnect activates it again. When a
   node holds ``max_resident_sessions``, activating another chat there first
   passivates the least recently used idle one. A chat whose open wait has a timeout is woken
   again at that moment.
@@ -74,7 +77,9 @@ class _Resident:
     user_id: str
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
+# Every open socket of a passivated chat parks a ``follow`` call here, and every resident chat a
+# ``lifetime`` call: far more than the default 1,000 concurrent calls of an async actor.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=100_000)
 class SessionDirectory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,6 +92,9 @@ class SessionDirectory:
         self.wakeups: WakeupTimer[tuple[str, str, str]] = WakeupTimer(
             lambda key: self._spawn(self._wake(*key)))
         self.restarted_at: dict[str, float] = {}
+        # Sockets following a passivated chat: resolved at its next activation.
+        self.activated: dict[str, asyncio.Future[None]] = {}
+        self.followers: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.handle = ray.get_runtime_context().current_actor
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,6 +123,38 @@ class SessionDirectory:
                 self.resident.move_to_end(chat_id)
                 return entry.actor.handle
             return await self._activate(app_id, user_id, chat_id)
+
+    async def follow(self, app_id: str, user_id: str, chat_id: str, gone: Any, crashed: bool,
+                     wait_s: float) -> tuple[bool, Any | None]:
+        """For a socket whose session went away: the chat's session now. Only a crash activates it
+        again from here; a passivated chat is waited for (up to ``wait_s``) until a message or a
+        connection activates it, so a socket alone does not keep a chat resident. Returns whether
+        the chat exists, and its session actor (None after waiting in vain)."""
+        if crashed:
+            handle = await self.get(app_id, user_id, chat_id, gone)
+            return handle is not None, handle
+        async with self.locks.hold(chat_id):
+            entry = self.resident.get(chat_id)
+            if entry is not None:
+                if (entry.app_id, entry.user_id) != (app_id, user_id):
+                    return False, None
+                return True, entry.actor.handle
+            activated = self.activated.get(chat_id)
+            if activated is None:
+                activated = self.activated[chat_id] = asyncio.get_running_loop().create_future()
+            self.followers[chat_id] += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(activated), wait_s)
+        except TimeoutError:
+            return True, None
+        finally:
+            self.followers[chat_id] -= 1
+            if not self.followers[chat_id]:
+                del self.followers[chat_id]
+                if self.activated.get(chat_id) is activated:
+                    del self.activated[chat_id]  # nobody follows it any more
+        entry = self.resident.get(chat_id)
+        return True, entry.actor.handle if entry is not None else None
 
     async def peek(self, chat_id: str) -> Any | None:
         """The chat's resident session actor, without activating one."""
@@ -148,6 +188,8 @@ class SessionDirectory:
                 self.resident[chat_id] = entry
                 self.per_node[actor.node_id] += 1
                 self.counters["activations"] += 1
+                if (activated := self.activated.pop(chat_id, None)) is not None and not activated.done():
+                    activated.set_result(None)
                 self._spawn(self._watch(chat_id, entry))
                 return actor.handle
             raise RuntimeError(f"no session actor could be started for chat {chat_id}")

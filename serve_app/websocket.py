@@ -23,6 +23,9 @@ log = logging.getLogger("mozaiks.ws")
 
 SUBPROTOCOL = "mozaiks.v1"
 POLL_TIMEOUT_S = 20.0
+# How long one wait for a passivated chat lasts before it is asked again (the directory keeps it
+# as a parked future, so a long one costs nothing while the chat sleeps).
+FOLLOW_WAIT_S = 300.0
 MAX_RATE_VIOLATIONS = 20
 
 # Ray's way of saying "that actor is gone": the session crashed, passivated or was fenced out.
@@ -76,6 +79,22 @@ class SessionLink:
             if actor is None:
                 raise Close(4404, "chat not found") from None
             return await getattr(actor, method).remote(self.chat_id, *args)
+
+    async def follow(self, gone: Any, crashed: bool) -> Any:
+        """The chat's session after ``gone`` stopped serving it. A passivated chat is waited for,
+        not activated: the socket stays open and idle until a message (from this socket or any
+        other) or a wake-up activates the chat again."""
+        while True:
+            current = self.actor
+            if current is not None and current._actor_id != gone._actor_id:
+                return current  # this socket's own message activated it already
+            exists, actor = await self.directory.follow.remote(self.app_id, self.user_id, self.chat_id, gone,
+                                                               crashed, FOLLOW_WAIT_S)
+            if not exists:
+                raise Close(4404, "chat not found")
+            if actor is not None:
+                self.actor = actor
+                return actor
 
 
 class SocketSession:
@@ -192,11 +211,10 @@ class SocketSession:
             try:
                 items, offset, gap = await actor.poll.remote(self.link.chat_id, self.watcher_id, offset,
                                                              POLL_TIMEOUT_S)
-            except (*_ACTOR_GONE, StaleOwnerError):
-                # The session crashed, passivated or was replaced: follow the new one from its own
+            except (*_ACTOR_GONE, StaleOwnerError) as gone:
+                # The session crashed, passivated or was replaced: follow the next one from its own
                 # offsets, and take what we missed from the log, so the client sees no gap and no duplicate.
-                if await self.link.connect(dead=actor) is None:
-                    raise Close(4404, "chat not found") from None
+                await self.link.follow(actor, crashed=not isinstance(gone, StaleOwnerError))
                 _, offset = await self.link.call("attach", self.watcher_id)
                 await self._catch_up()
                 continue

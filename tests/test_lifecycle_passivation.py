@@ -100,14 +100,15 @@ async def test_resident_sessions_are_capped_least_recently_used_first(broker_for
     async with lifecycle_policy(max_resident_sessions=busy + 2):
         a = await broker.create_session("slow_turns")
         b = await broker.create_session("slow_turns")
-        watching_b = await RawSocket.open(b)  # b is watched: never passivated for room
+        watching_b = await RawSocket.open(b)  # an open socket does not pin b ...
+        await watching_b.next("chat_meta")
         c = await broker.create_session("slow_turns")
         assert await sessions.peek.remote(a.chat_id) is None  # least recently used and idle: went first
         d = await broker.create_session("slow_turns")
-        # b was used before c, but has a socket open: c made room instead.
-        assert await sessions.peek.remote(c.chat_id) is None
-        assert await sessions.peek.remote(b.chat_id) is not None
+        assert await sessions.peek.remote(b.chat_id) is None  # ... so it made room next
+        assert await sessions.peek.remote(c.chat_id) is not None
         assert await sessions.peek.remote(d.chat_id) is not None
+        # The socket stayed open: its next message brings b back.
         assert (await watching_b.send(user_message("still here")))["status"] == "accepted"
         assert (await watching_b.next("chat.text", agent="Writer"))["data"]["content"].startswith("Reply one")
         await watching_b.close()

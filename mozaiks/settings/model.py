@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     # Session lifecycle
     warm_pool_size: int = 2
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: float = 10.0
     max_resident_sessions: int = 200
 
     # Models

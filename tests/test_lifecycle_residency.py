@@ -1,0 +1,113 @@
+"""Residency follows work: a chat whose user keeps the socket open but sends nothing passivates
+after its keep-alive like any idle chat; the socket stays open, and whatever the user does next
+(a message, a UI answer, a cancel, a reconnect) is served as if the chat had stayed resident."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from tests.lifecycle_support import RawSocket, directory, eventually, lifecycle_policy, user_message
+
+KEEP_ALIVE_S = 0.3
+
+
+async def _passivated(chat_id: str) -> None:
+    sessions = directory()
+
+    async def gone() -> bool:
+        return await sessions.peek.remote(chat_id) is None
+
+    await eventually(gone, what=f"chat {chat_id} to passivate while its socket is open")
+
+
+async def _still_open(sock: RawSocket) -> None:
+    """The ingress answers on the socket although no session serves the chat right now."""
+    await sock.ws.send('{"type": "ping"}')
+    await sock.next("ping")
+
+
+async def _log(broker: Any, chat_id: str) -> list[int]:
+    return [e["seq"] for e in (await broker.events(chat_id, limit=1000))["events"]]
+
+
+async def test_a_connected_chat_passivates_and_its_socket_carries_on(broker_for):
+    async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S) as sessions:
+        broker = broker_for("resident-follows-work")
+        session = await broker.create_session("waits")
+        passivations = (await sessions.stats.remote()).get("passivations", 0)
+        sock = await RawSocket.open(session)
+        request = await sock.next("chat.input_request")
+        await _passivated(session.chat_id)
+        await _still_open(sock)
+
+        # The next message re-activates the chat; the answer reaches the same socket.
+        ack = await sock.send(user_message("launch", input_request_id=request["data"]["request_id"]))
+        assert ack["status"] == "accepted"
+        ui_call = await sock.next("chat.tool_call")
+        await _passivated(session.chat_id)
+        await _still_open(sock)
+
+        # So does a UI answer.
+        ack = await sock.send({"type": "ui_tool_response", "call_id": ui_call["data"]["call_id"],
+                               "response": {"decision": "approved"}})
+        assert ack["status"] == "accepted"
+        done = await sock.next("chat.run_complete")
+        assert done["data"]["status"] == "completed"
+        assert (await sessions.stats.remote())["passivations"] >= passivations + 2
+
+        # Every durable event reached the socket once, in order, with the log's seqs.
+        logged = await _log(broker, session.chat_id)
+        assert sock.durable_seqs() == logged == list(range(1, len(logged) + 1))
+        await sock.close()
+
+
+async def test_cancel_and_reconnect_reach_a_passivated_connected_chat(broker_for):
+    async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S):
+        broker = broker_for("resident-cancel")
+        session = await broker.create_session("waits")
+        sock = await RawSocket.open(session)
+        await sock.next("chat.input_request")
+        await _passivated(session.chat_id)
+
+        ack = await sock.send({"type": "chat.cancel", "mode": "immediate"})
+        assert ack["status"] == "accepted"  # the run waiting for input is still a run
+        done = await sock.next("chat.run_complete")
+        assert done["data"]["status"] == "cancelled"
+        await _passivated(session.chat_id)
+        logged = await _log(broker, session.chat_id)
+        assert sock.durable_seqs() == logged
+        await sock.close()
+
+        # A reconnect to the passivated chat replays exactly the log.
+        again = await RawSocket.open(session, last_seq=0)
+        boundary = await again.next("chat.resume_boundary")
+        assert boundary["data"]["last_seq"] == logged[-1]
+        assert again.durable_seqs() == logged
+        await again.close()
+
+
+async def test_a_crash_while_passivated_and_connected_loses_nothing(broker_for):
+    async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S) as sessions:
+        broker = broker_for("resident-crash")
+        session = await broker.create_session("waits")
+        sock = await RawSocket.open(session)
+        request = await sock.next("chat.input_request")
+        former = await sessions.peek.remote(session.chat_id)
+        pid = await former.pid.remote()
+        await _passivated(session.chat_id)
+        os.kill(pid, signal.SIGKILL)  # the process that served the chat, now blank in the warm pool
+        await _still_open(sock)
+
+        ack = await sock.send(user_message("launch", message_id="after-crash",
+                                           input_request_id=request["data"]["request_id"]))
+        assert ack["status"] == "accepted"
+        await sock.next("chat.tool_call")
+        assert (await sock.send(user_message("launch", message_id="after-crash")))["status"] == "duplicate"
+        logged = await _log(broker, session.chat_id)
+        assert sock.durable_seqs() == logged == list(range(1, len(logged) + 1))
+        texts = [e["data"]["content"] for e in (await broker.events(session.chat_id))["events"]
+                 if e["type"] == "chat.text"]
+        assert texts == ["What is the plan called?", "launch"]
+        await sock.close()
