@@ -20,7 +20,7 @@ from typing import Any
 from actors.delta_buffer import DeltaBuffer
 from actors.event_hub import EventHub
 from actors.history import History, for_agent
-from actors.routing import TERMINATE, USER, llm_targets, route, transfer_tool_name
+from actors.routing import TERMINATE, USER, after_user, llm_targets, route, transfer_tool_name
 from actors.snapshot import PendingInput, PendingTools, PendingUi, QueuedMessage, SessionSnapshot
 from actors.tool_tasks import ToolOutcome, run_tool
 from mozaiks.protocol.events import Event, utc_now_iso
@@ -98,7 +98,7 @@ class SessionEngine:
         """A client opened the chat: an AgentDriven workflow that never ran starts now."""
         if (self.workflow.orchestrator.startup_mode == "AgentDriven" and self.state.runs_started == 0
                 and self.state.step == "idle" and self.status == "active"):
-            await self._start_run(None)
+            await self._start_run(None, from_user=False)
 
     async def resume(self) -> None:
         """Continue whatever the previous owner was doing when it stopped."""
@@ -206,7 +206,7 @@ class SessionEngine:
     def _answer_input(self, pending: PendingInput, text: str) -> None:
         self.state.pending_input = None
         self.state.step = "agent"
-        self.state.agent = pending.resume_agent
+        self.state.agent = after_user(self.workflow, self.state.context) or pending.resume_agent
         self.state.consecutive = {}
         self.state.last_user_message = text
 
@@ -214,12 +214,29 @@ class SessionEngine:
         pending = self.state.pending_ui
         if pending is None or pending.call_id != call_id:
             return await self._reject(message_id, "no_such_ui_tool")
-        events = self._ui_answer_events(pending, "ok", response, None)
+        if pending.replay:
+            events = await self._replay_ui_tool(pending, response)
+        else:
+            events = self._ui_answer_events(pending, "ok", response, None)
         self.state.pending_ui = None
         self.state.step = "agent"
         await self.commit(events, client_message_id=message_id)
         self._spawn_drive()
         return _ack(message_id, "accepted")
+
+    async def _replay_ui_tool(self, pending: PendingUi, response: Any) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """The function's second run, where use_ui_tool returns the answer: its return is the result."""
+        spec = {t.name: t for t in self.workflow.tools_for(pending.agent)}[pending.name]
+        call = ToolCallRequest(id=pending.call_id, name=pending.name, arguments=pending.arguments)
+        _, outcome = await self._run_one(spec, call, ui_response=response)
+        if outcome.status != "ok":
+            log.warning("chat %s: UI tool %s failed after the user's answer: %s", self.chat.chat_id,
+                        pending.name, outcome.error)
+        events = self._ui_answer_events(pending, outcome.status, outcome.result, outcome.error)
+        events += [self._set_context(k, v) for k, v in outcome.context_changes.items()]
+        if outcome.status == "ok":  # triggers read the user's answer, as for any UI tool
+            events += self._ui_triggers(pending.name, response)
+        return events
 
     def _ui_answer_events(self, pending: PendingUi, status: str, result: Any,
                           error: str | None) -> list[tuple[str, str | None, dict[str, Any]]]:
@@ -230,7 +247,7 @@ class SessionEngine:
             ("chat.ui_tool_complete" if pending.display == "inline" else "chat.ui_tool_dismiss",
              pending.agent, {"call_id": pending.call_id}),
         ]
-        if status == "ok":
+        if status == "ok" and not pending.replay:
             events += self._ui_triggers(pending.name, result)
         return events
 
@@ -270,10 +287,11 @@ class SessionEngine:
         return []
 
     # ---------------------------------------------------------------- runs
-    async def _start_run(self, queued: QueuedMessage | None) -> None:
+    async def _start_run(self, queued: QueuedMessage | None, from_user: bool = True) -> None:
         if queued is not None:
             self.state.last_user_message = queued.text
         agent = self.state.agent if self.state.runs_started and self.state.agent else self.workflow.initial_agent_name
+        agent = (after_user(self.workflow, self.state.context) if from_user else None) or agent
         self.state.run_id = new_id("run")
         self.state.runs_started += 1
         self.state.run_turns = 0
@@ -472,15 +490,29 @@ class SessionEngine:
     async def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec) -> None:
         assert spec.ui is not None
         props: dict[str, Any] = dict(call.arguments)
+        replay = False
         if spec.file:  # the UI tool's own function prepares the component's props, as a Ray task
             _, outcome = await self._run_one(spec, call)
-            if outcome.status == "ok" and isinstance(outcome.result, dict):
-                props = outcome.result
+            if outcome.status != "ok" or not isinstance(outcome.result, dict):
+                # No props, no component: the failure goes back to the model like any tool error.
+                error = outcome.error or f"the props function returned {type(outcome.result).__name__}, not a dict"
+                log.warning("chat %s: UI tool %s could not prepare its props: %s", self.chat.chat_id,
+                            call.name, error)
+                self.state.step = "agent"
+                await self.commit([
+                    ("chat.tool_call", agent_name, {"call_id": call.id, "name": call.name, "agent": agent_name,
+                                                    "arguments": call.arguments, "kind": "ui_tool",
+                                                    "awaiting_response": False}),
+                    ("chat.tool_response", agent_name, {"call_id": call.id, "name": call.name, "status": "error",
+                                                        "error": error, "duration_ms": 0})])
+                return
+            props, replay = outcome.result, outcome.ui_requested
         timeout = spec.timeout_s
         self.state.step = "ui"
         self.state.pending_ui = PendingUi(call_id=call.id, name=call.name, agent=agent_name,
                                           component=spec.ui.component, display=spec.ui.display,
-                                          props=props, timeout_at=time.time() + timeout if timeout else None)
+                                          props=props, timeout_at=time.time() + timeout if timeout else None,
+                                          arguments=call.arguments, replay=replay)
         await self.commit([("chat.tool_call", agent_name, {
             "call_id": call.id, "name": call.name, "agent": agent_name, "arguments": call.arguments,
             "kind": "ui_tool", "awaiting_response": True, "component": spec.ui.component,
@@ -527,9 +559,12 @@ class SessionEngine:
         self.state.step = "agent"
         await self.commit([])
 
-    async def _run_one(self, spec: ToolSpec, call: ToolCallRequest) -> tuple[ToolCallRequest, ToolOutcome]:
+    async def _run_one(self, spec: ToolSpec, call: ToolCallRequest,
+                       ui_response: Any = None) -> tuple[ToolCallRequest, ToolOutcome]:
         ctx = ToolContext(chat_id=self.chat.chat_id, app_id=self.chat.app_id, user_id=self.chat.user_id,
                           workflow_name=self.chat.workflow_name, variables=dict(self.state.context))
+        if ui_response is not None:
+            ctx.ui_answered, ctx.ui_response = True, ui_response
         outcome = await run_tool(spec, self.workflow.path, call.arguments, ctx, self.self_handle, call.id)
         return call, outcome
 

@@ -35,3 +35,14 @@ def route(workflow: Workflow, agent: str, context: dict[str, Any], llm_choice: s
         if rule.source_agent == agent and rule.handoff_type == "after_work":
             return rule.target_agent, "after_work"
     return USER, "after_work"
+
+
+def after_user(workflow: Workflow, context: dict[str, Any]) -> str | None:
+    """The agent a user message goes to by the rules whose source is `user` (expressions in file
+    order, then after-work), or None for the usual one (the agent that asked, or the first)."""
+    rules = [r for r in workflow.handoffs if r.source_agent == USER and r.target_agent not in (USER, TERMINATE)]
+    for rule in rules:
+        if (rule.handoff_type == "condition" and rule.condition_type == "expression" and rule.condition
+                and evaluate(rule.condition, context)):
+            return rule.target_agent
+    return next((r.target_agent for r in rules if r.handoff_type == "after_work"), None)

@@ -32,6 +32,8 @@ class PendingUi(BaseModel):
     display: str
     props: dict[str, Any] = Field(default_factory=dict)
     timeout_at: float | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    replay: bool = False  # a use_ui_tool function: run it again with the answer to get the result
 
 
 class PendingTools(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, Field
 
+from mozaiksai.engine.outputs.ui_tools import UiRequested
 from workflows.model import ToolSpec
 from workflows.tool_context import ToolContext
 from workflows.tool_loading import call_tool, import_tool
@@ -25,6 +26,7 @@ class ToolOutcome(BaseModel):
     started_at: float = 0.0
     ended_at: float = 0.0
     node_id: str | None = None
+    ui_requested: bool = False
 
 
 @ray.remote(num_cpus=0.1)
@@ -44,6 +46,10 @@ def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str,
         result = call_tool(fn, arguments, ctx)
         return ToolOutcome(status="ok", result=result, context_changes=ctx.context_changes,
                            started_at=started, ended_at=time.time(), node_id=node_id).model_dump()
+    except UiRequested as request:  # a MozaiksAI UI tool asked for the user: its payload is the props
+        return ToolOutcome(status="ok", result=request.payload, context_changes=ctx.context_changes,
+                           ui_requested=True, started_at=started, ended_at=time.time(),
+                           node_id=node_id).model_dump()
     except Exception as exc:  # a tool's failure is data for the model, not a crash of the session
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return ToolOutcome(status="error", error=detail, started_at=started, ended_at=time.time(),

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from mozaiks.client import BrokerClient
 from mozaiks.settings import Settings
 from mozaiks.store.sqlite import SQLiteStore
+from tests.fake_openai import FakeOpenAI
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -116,3 +117,12 @@ async def broker_for(runtime: Any) -> AsyncIterator[Callable[..., BrokerClient]]
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeOpenAI]:
+    """The local OpenAI-protocol server, one per test, with its own queue of replies."""
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mozaiks.store import open_store
-from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall, FakeUsage
+from tests.fake_openai import FakeResponse, FakeToolCall, FakeUsage
 from tests.helpers import collect_until, durable, of_type
 
 
@@ -165,14 +165,6 @@ def _openai_workflow(root: Path, name: str, base_url: str, **orchestrator: Any) 
     (folder / "tools.json").write_text(json.dumps({"tools": [
         {"name": "lookup", "description": "Look a word up", "file": "lookup.py", "agents": ["Assistant"]}]}))
     (folder / "tools" / "lookup.py").write_text("def lookup(word: str) -> dict:\n    return {'word': word, 'meaning': 'a test'}\n")
-
-
-@pytest.fixture
-def fake_model():
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_openai_model_streams_calls_tools_and_reports_usage(broker_for, workflows_dir, fake_model):

@@ -29,7 +29,8 @@ def test_trip_planner_loads_with_the_meaning_it_had() -> None:
     assert defaults == {"destination_known": (False, "state"), "nights": (3, "state"),
                         "booking_confirmed": (False, "state"), "currency": ("EUR", "env")}
     kinds = [(h.source_agent, h.target_agent, h.condition_type) for h in workflow.handoffs]
-    assert kinds == [("user", "IntakeAgent", "expression"), ("IntakeAgent", "ItineraryAgent", "expression"),
+    assert kinds == [("user", "IntakeAgent", "expression"), ("user", "ConciergeAgent", "expression"),
+                     ("IntakeAgent", "ItineraryAgent", "expression"),
                      ("ItineraryAgent", "ConciergeAgent", "llm"), ("ItineraryAgent", "user", "llm"),
                      ("ConciergeAgent", "terminate", "expression"), ("ConciergeAgent", "user", None)]
 
@@ -87,7 +88,7 @@ def test_what_this_runtime_cannot_honour_is_refused_at_load(tmp_path: Path, file
 
 WARNED = [
     ("handoffs.yaml", "condition_scope: post", "condition_scope: pre",
-     "TripPlanner/handoffs.yaml: handoff_rules[1].condition_scope: 'pre' is checked after"),
+     "TripPlanner/handoffs.yaml: handoff_rules[2].condition_scope: 'pre' is checked after"),
     ("tools.yaml", "auto_invoke: false", "auto_invoke: true",
      "TripPlanner/tools.yaml: tools[0].auto_invoke: ignored: the model calls tools here"),
     ("orchestrator.yaml", "initial_message_to_user: null", "initial_message_to_user: Welcome aboard",

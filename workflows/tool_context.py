@@ -33,6 +33,10 @@ class ToolContext:
         self._variables = dict(variables or {})
         self.context_changes: dict[str, Any] = {}
         self.progress_sink = progress_sink  # injected by the runtime inside the task
+        # A UI tool written against MozaiksAI awaits the user inside its function (use_ui_tool):
+        # it runs once to get the props, then again with the user's answer, which use_ui_tool returns.
+        self.ui_answered = False
+        self.ui_response: Any = None
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -48,3 +52,52 @@ class ToolContext:
         # Progress is cosmetic: an out-of-range fraction is clamped rather than failing the tool.
         if self.progress_sink is not None:
             self.progress_sink(min(max(float(fraction), 0.0), 1.0), message)
+
+
+class ContextVariables:
+    """The `context_variables` argument MozaiksAI (AG2) tools take: get/set over the chat's context.
+
+    Changes go through the ToolContext, so they are applied (and emitted) like `ctx.set_context`.
+    """
+
+    def __init__(self, ctx: ToolContext) -> None:
+        self._ctx = ctx
+
+    def _identity(self) -> dict[str, Any]:
+        c = self._ctx
+        return {"chat_id": c.chat_id, "app_id": c.app_id, "user_id": c.user_id, "workflow_name": c.workflow_name}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        context = self._ctx.context
+        return context[key] if key in context else self._identity().get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._ctx.set_context(key, value)
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self.set(key, value)
+
+    def contains(self, key: str) -> bool:
+        return key in self._ctx.context or key in self._identity()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._identity(), **self._ctx.context}
+
+    def keys(self) -> list[str]:
+        return list(self.to_dict())
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __getitem__(self, key: str) -> Any:
+        if not self.contains(key):
+            raise KeyError(key)
+        return self.get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.contains(key)

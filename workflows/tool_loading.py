@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib.util
 import inspect
@@ -14,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from workflows.json_schema import validate_arguments
-from workflows.tool_context import ToolContext
+from workflows.tool_context import ContextVariables, ToolContext
 
 __all__ = ["ToolContext", "call_tool", "import_tool", "validate_arguments"]
 
@@ -69,18 +70,29 @@ def _context_parameter(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+# The ToolContext of the call running in this thread (or task), for use_ui_tool.
+current_context: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("mozaiks_tool_context")
+
+
 def call_tool(fn: Callable[..., Any], arguments: dict[str, Any], ctx: ToolContext) -> Any:
-    """Call a sync or async tool; `ctx` goes to a parameter named `ctx` or typed ToolContext.
+    """Call a sync or async tool; `ctx` goes to a parameter named `ctx` or typed ToolContext, and a
+    parameter named `context_variables` gets the chat's context (MozaiksAI's tool API).
 
     Meant for a plain Ray task (no running event loop): coroutines are run with asyncio.run.
     """
     kwargs = dict(arguments)
     if (name := _context_parameter(fn)) is not None:
         kwargs[name] = ctx
-    result = fn(**kwargs)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_wait(result))
-    return result
+    if "context_variables" in inspect.signature(fn).parameters:
+        kwargs["context_variables"] = ContextVariables(ctx)
+    token = current_context.set(ctx)
+    try:
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_wait(result))  # the running task inherits current_context
+        return result
+    finally:
+        current_context.reset(token)
 
 
 async def _wait(awaitable: Any) -> Any:

@@ -1,0 +1,113 @@
+"""A MozaiksAI workflow folder, unchanged, run end to end on real Ray against the fake OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall
+from tests.helpers import collect_until, of_type
+
+FIXTURES = Path(__file__).parent / "mozaiksai"
+
+
+def _deploy(workflows_dir: Path, name: str, base_url: str) -> None:
+    """Copy a fixture and point its agents at the fake server: the deployment's one addition."""
+    folder = workflows_dir / name
+    shutil.copytree(FIXTURES / name, folder, dirs_exist_ok=True)
+    orchestrator = folder / "orchestrator.yaml"
+    orchestrator.write_text(orchestrator.read_text() + f"model:\n  provider: openai\n  name: fake-model\n"
+                            f"  base_url: {base_url}\n")
+
+
+async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fake_model: FakeOpenAI) -> None:
+    _deploy(workflows_dir, "TripPlanner", fake_model.base_url)
+    itinerary = {"title": "Lisbon", "stops": [{"city": "Lisbon", "nights": 4, "kind": "city"}],
+                 "budget": "flexible", "notes": None}
+    fake_model.enqueue(
+        FakeResponse(tool_calls=[FakeToolCall(name="note_destination", arguments={"city": "Lisbon", "nights": 4})]),
+        FakeResponse(text="Lisbon for four nights, noted.", chunks=4),
+        FakeResponse.json_text(itinerary),
+        FakeResponse(tool_calls=[FakeToolCall(name="confirm_booking", arguments={"summary": "4 nights in Lisbon"})]),
+        FakeResponse(text="Booked. Enjoy Lisbon!", chunks=3),
+    )
+    broker = broker_for("traveller")
+    session = await broker.create_session("TripPlanner")
+    conn = await broker.connect(session, last_seq=0)
+
+    # IntakeAgent's tool takes context_variables: it reads the config default and sets runtime variables.
+    events = await collect_until(conn, "chat.input_request", timeout=60)
+    noted = of_type(events, "chat.tool_response")[0]["data"]
+    assert noted["status"] == "ok", noted
+    assert noted["result"] == {"status": "noted", "city": "Lisbon", "currency": "EUR"}
+    first_tools = fake_model.requests[0].body["tools"]
+    assert [t["function"]["name"] for t in first_tools] == ["note_destination"]
+    assert "context_variables" not in first_tools[0]["function"]["parameters"]["properties"]
+    # the expression handoff read the values the tool set (nights 4 > 0) and chose ItineraryAgent
+    handoff = of_type(events, "chat.handoff")[0]["data"]
+    assert (handoff["from_agent"], handoff["to_agent"], handoff["reason"]) == ("IntakeAgent", "ItineraryAgent",
+                                                                               "condition")
+    structured_request = fake_model.requests[2].body
+    schema = structured_request["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["stops"]["items"]["properties"]["kind"] == {"enum": ["city", "beach", "mountains"]}
+    offered = {t["function"]["name"]: t["function"]["description"] for t in structured_request.get("tools", [])}
+    assert offered == {"transfer_to_ConciergeAgent": "The itinerary is ready to be booked",
+                       "transfer_to_user": "The traveller must choose between options"}
+    planned = next(e["data"] for e in of_type(events, "chat.text") if "structured_output" in e["data"])
+    assert planned["structured_output"] == itinerary
+    assert planned["visibility"] == "trace"  # ui_config.yaml's visual_agents leaves ItineraryAgent out
+
+    # the user's answer goes where the user-sourced rule says (destination known → ConciergeAgent),
+    # not back to ItineraryAgent, which asked
+    request = of_type(events, "chat.input_request")[0]["data"]
+    assert (await conn.say("Book it", input_request_id=request["request_id"]))["status"] == "accepted"
+    events = await collect_until(conn, "chat.tool_call", timeout=60)
+    card = of_type(events, "chat.tool_call")[-1]["data"]
+    assert card["awaiting_response"] is True and card["component"] == "BookingCard"
+    assert card["props"] == {"summary": "4 nights in Lisbon", "city": "Lisbon"}  # use_ui_tool's payload
+
+    assert (await conn.respond_ui(card["call_id"], {"confirmed": True}))["status"] == "accepted"
+    events = await collect_until(conn, "chat.run_complete", timeout=60)
+    await conn.close()
+    answered = of_type(events, "chat.tool_response")[0]["data"]
+    assert answered["status"] == "ok" and answered["result"] == {"status": "answered", "confirmed": True}
+    updates = {e["data"]["variable"]: e["data"]["value"] for e in of_type(events, "context_update")}
+    assert updates.get("booking_confirmed") is True
+    assert of_type(events, "chat.text")[-1]["data"]["content"] == "Booked. Enjoy Lisbon!"
+    assert events[-1]["data"]["status"] == "completed"  # ${booking_confirmed} → TERMINATE
+    assert len(fake_model.requests) == 5
+
+
+async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_on(
+        broker_for, workflows_dir: Path, fake_model: FakeOpenAI) -> None:
+    folder = workflows_dir / "TripPlannerBroken"
+    _deploy(workflows_dir, "TripPlanner", fake_model.base_url)
+    shutil.copytree(workflows_dir / "TripPlanner", folder)
+    orchestrator = folder / "orchestrator.yaml"
+    orchestrator.write_text(orchestrator.read_text().replace("workflow_name: TripPlanner", "workflow_name: TripPlannerBroken"))
+    tool = folder / "tools" / "concierge.py"
+    tool.write_text(tool.read_text().replace("from mozaiksai.engine", "import mozaiks_no_such_module\nfrom mozaiksai.engine"))
+    fake_model.enqueue(
+        FakeResponse(tool_calls=[FakeToolCall(name="note_destination", arguments={"city": "Oslo", "nights": 2})]),
+        FakeResponse(text="Oslo, two nights."),
+        FakeResponse.json_text({"title": "Oslo", "stops": [], "budget": 900, "notes": "winter"}),
+        FakeResponse(tool_calls=[FakeToolCall(name="confirm_booking", arguments={"summary": "2 nights in Oslo"})]),
+        FakeResponse(text="The booking card is unavailable; shall I book by message instead?"),
+    )
+    broker = broker_for("traveller")
+    session = await broker.create_session("TripPlannerBroken")
+    conn = await broker.connect(session, last_seq=0)
+    request = (await collect_until(conn, "chat.input_request", timeout=60))[-1]["data"]
+    await conn.say("Book it", input_request_id=request["request_id"])
+    events = await collect_until(conn, "chat.input_request", timeout=60)
+    await conn.close()
+    failed = [e["data"] for e in of_type(events, "chat.tool_response") if e["data"]["name"] == "confirm_booking"]
+    assert len(failed) == 1 and failed[0]["status"] == "error"
+    assert "No module named 'mozaiks_no_such_module'" in failed[0]["error"]
+    assert not [e for e in of_type(events, "chat.tool_call") if e["data"].get("awaiting_response")]
+    # the error went back to the model, which answered; then the after_work rule handed to the user
+    tool_message = fake_model.requests[4].body["messages"][-1]
+    assert tool_message["role"] == "tool" and "mozaiks_no_such_module" in tool_message["content"]
+    assert of_type(events, "chat.text")[-1]["data"]["content"].startswith("The booking card is unavailable")
