@@ -1,6 +1,8 @@
 """MozaiksAI workflow folders, in that runtime's spellings: each loads, or is refused saying why."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,31 @@ def test_what_loads_with_another_meaning_is_warned(tmp_path: Path, file: str, ol
                                                    message: str) -> None:
     workflow = load_workflow(_variant(tmp_path, file, old, new))
     assert [w for w in workflow.warnings if message in w], workflow.warnings
+
+
+def _validate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mozaiks.cli.main", "validate", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_validate_reports_every_folder_and_fails_if_any_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "TripPlanner", tmp_path / "TripPlanner")
+    _variant(tmp_path / "bad", "orchestrator.yaml", "DefaultPattern", "AutoPattern")
+    (tmp_path / "bad" / "TripPlanner").rename(tmp_path / "Planner2")
+    (tmp_path / "Planner2" / "orchestrator.yaml").write_text(
+        (tmp_path / "Planner2" / "orchestrator.yaml").read_text().replace("TripPlanner", "Planner2"))
+    (tmp_path / "bad").rmdir()
+    done = _validate(str(tmp_path))
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "ok TripPlanner: 3 agents, 3 tools" in out
+    assert "refused Planner2" in out
+    assert "Planner2/orchestrator.yaml: orchestration_pattern: 'AutoPattern' is not supported" in out
+    assert "1 of 2 refused" in out
+
+
+def test_validate_strict_refuses_warnings(tmp_path: Path) -> None:
+    folder = _variant(tmp_path, "tools.yaml", "auto_invoke: false", "auto_invoke: true")
+    lenient, strict = _validate(str(folder)), _validate("--strict", str(folder))
+    assert lenient.returncode == 0 and "warning: TripPlanner/tools.yaml: tools[0].auto_invoke" in lenient.stderr
+    assert strict.returncode == 1 and "refused TripPlanner (--strict: warnings are errors)" in strict.stderr

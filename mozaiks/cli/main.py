@@ -65,17 +65,44 @@ def dev_token_cmd(user: Annotated[str, typer.Option(help="user id (the `sub` cla
 
 
 @app.command()
-def validate(folder: Annotated[Path, typer.Argument(help="a workflows directory, or one workflow folder")]) -> None:
-    """Load workflows with the runtime's own loader and report the first error per folder."""
-    from workflows.loader import WorkflowError, load_workflow, load_workflows
+def validate(
+    folder: Annotated[Path, typer.Argument(help="a workflows directory, or one workflow folder")],
+    strict: Annotated[bool, typer.Option("--strict", help="refuse workflows that load with warnings")] = False,
+) -> None:
+    """Load every workflow with the runtime's own loader; report each folder, ok or its problems."""
+    from workflows.loader import WorkflowError, load_workflow
 
-    try:
-        found = [load_workflow(folder)] if any(folder.glob("orchestrator.*")) else list(load_workflows(folder).values())
-    except WorkflowError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    for workflow in found:
-        console.print(f"[green]ok[/green] {workflow.name}: {len(workflow.agents)} agents, {len(workflow.tools)} tools")
+    folder = folder.resolve()
+    if not folder.is_dir():
+        console.print(f"[red]{folder}: not a directory[/red]")
+        raise typer.Exit(1)
+    single = any(folder.glob("orchestrator.*"))
+    folders = [folder] if single else sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    refused = 0
+    for path in folders:
+        try:
+            workflow = load_workflow(path)
+        except WorkflowError as exc:
+            refused += 1
+            console.print(f"[red]refused[/red] {path.name}", soft_wrap=True)
+            for issue in exc.issues:
+                console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+            continue
+        if strict and workflow.warnings:
+            refused += 1
+            console.print(f"[red]refused[/red] {path.name} (--strict: warnings are errors)")
+        else:
+            console.print(f"[green]ok[/green] {workflow.name}: {len(workflow.agents)} agents, "
+                          f"{len(workflow.tools)} tools")
+        for warning in workflow.warnings:
+            console.print(f"  warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if not folders:
+        console.print(f"[red]{folder}: no workflow folders[/red]")
+        raise typer.Exit(1)
+    if refused:
+        console.print(f"{refused} of {len(folders)} refused")
+        raise typer.Exit(1)
 
 
 def main() -> None:
