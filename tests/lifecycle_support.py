@@ -49,6 +49,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
         await asyncio.sleep(0.05)
 
 
+async def passivated(chat_id: str) -> None:
+    """Wait until the directory no longer holds a session for the chat."""
+    sessions = directory()
+
+    async def gone() -> bool:
+        return await sessions.peek.remote(chat_id) is None
+
+    await eventually(gone, what=f"chat {chat_id} to passivate")
+
+
 class RawSocket:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws

@@ -7,16 +7,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
-from tests.lifecycle_support import FIRST_REPLY, RawSocket, directory, eventually, lifecycle_policy, user_message
-
-
-async def _gone(chat_id: str) -> None:
-    sessions = directory()
-
-    async def passivated() -> bool:
-        return await sessions.peek.remote(chat_id) is None
-
-    await eventually(passivated, what=f"chat {chat_id} to passivate")
+from tests.lifecycle_support import FIRST_REPLY, RawSocket, eventually, lifecycle_policy, passivated, user_message
 
 
 async def _blank_or_ended(actor: Any) -> bool:
@@ -35,7 +26,7 @@ async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for)
         request = await sock.next("chat.input_request")
         first_actor = await sessions.peek.remote(session.chat_id)
         await sock.close()
-        await _gone(session.chat_id)
+        await passivated(session.chat_id)
         assert await _blank_or_ended(first_actor)  # it serves no chat any more
 
         # A new connection re-activates it: the open input request is still pending.
@@ -47,7 +38,7 @@ async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for)
         assert ack["status"] == "accepted"
         ui_call = await sock.next("chat.tool_call")
         await sock.close()
-        await _gone(session.chat_id)
+        await passivated(session.chat_id)
 
         # And again with the UI tool waiting for its answer.
         sock = await RawSocket.open(session, last_seq=ui_call["seq"])
@@ -75,7 +66,7 @@ async def test_a_passivated_chat_wakes_up_when_its_wait_times_out(broker_for):
         sock = await RawSocket.open(session)
         request = await sock.next("chat.input_request")
         await sock.close()
-        await _gone(session.chat_id)
+        await passivated(session.chat_id)
         history = (await broker.events(session.chat_id))["events"]
         assert history[-1]["type"] == "chat.input_request"  # passivated while still waiting
 

@@ -8,18 +8,9 @@ import os
 import signal
 from typing import Any
 
-from tests.lifecycle_support import RawSocket, directory, eventually, lifecycle_policy, user_message
+from tests.lifecycle_support import RawSocket, lifecycle_policy, passivated, user_message
 
 KEEP_ALIVE_S = 0.3
-
-
-async def _passivated(chat_id: str) -> None:
-    sessions = directory()
-
-    async def gone() -> bool:
-        return await sessions.peek.remote(chat_id) is None
-
-    await eventually(gone, what=f"chat {chat_id} to passivate while its socket is open")
 
 
 async def _still_open(sock: RawSocket) -> None:
@@ -39,14 +30,14 @@ async def test_a_connected_chat_passivates_and_its_socket_carries_on(broker_for)
         passivations = (await sessions.stats.remote()).get("passivations", 0)
         sock = await RawSocket.open(session)
         request = await sock.next("chat.input_request")
-        await _passivated(session.chat_id)
+        await passivated(session.chat_id)
         await _still_open(sock)
 
         # The next message re-activates the chat; the answer reaches the same socket.
         ack = await sock.send(user_message("launch", input_request_id=request["data"]["request_id"]))
         assert ack["status"] == "accepted"
         ui_call = await sock.next("chat.tool_call")
-        await _passivated(session.chat_id)
+        await passivated(session.chat_id)
         await _still_open(sock)
 
         # So does a UI answer.
@@ -69,13 +60,13 @@ async def test_cancel_and_reconnect_reach_a_passivated_connected_chat(broker_for
         session = await broker.create_session("waits")
         sock = await RawSocket.open(session)
         await sock.next("chat.input_request")
-        await _passivated(session.chat_id)
+        await passivated(session.chat_id)
 
         ack = await sock.send({"type": "chat.cancel", "mode": "immediate"})
         assert ack["status"] == "accepted"  # the run waiting for input is still a run
         done = await sock.next("chat.run_complete")
         assert done["data"]["status"] == "cancelled"
-        await _passivated(session.chat_id)
+        await passivated(session.chat_id)
         logged = await _log(broker, session.chat_id)
         assert sock.durable_seqs() == logged
         await sock.close()
@@ -96,7 +87,7 @@ async def test_a_crash_while_passivated_and_connected_loses_nothing(broker_for):
         request = await sock.next("chat.input_request")
         former = await sessions.peek.remote(session.chat_id)
         pid = await former.pid.remote()
-        await _passivated(session.chat_id)
+        await passivated(session.chat_id)
         os.kill(pid, signal.SIGKILL)  # the process that served the chat, now blank in the warm pool
         await _still_open(sock)
 
