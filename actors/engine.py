@@ -733,7 +733,7 @@ def _matches(match: dict[str, str] | None, text: str) -> bool:
 
 def _structured_problem(schema: dict[str, Any], reply: ModelReply) -> str | None:
     if reply.structured is None:
-        return "no structured output in the reply"
+        return "the reply is not a JSON object" if reply.text else "no structured output in the reply"
     errors = validate_arguments(schema, reply.structured)
     return "; ".join(errors) if errors else None
 

@@ -142,24 +142,18 @@ async def test_structured_output(provider: OpenAIProvider, fake_openai: FakeOpen
     }
 
 
-async def test_invalid_structured_output_is_retried(provider: OpenAIProvider, fake_openai: FakeOpenAI) -> None:
-    fake_openai.enqueue(FakeResponse(text="Sure! Here it is"), FakeResponse.json_text({"ok": True}))
-    deltas = Deltas()
+async def test_a_reply_that_is_not_a_json_object_comes_back_unparsed(provider: OpenAIProvider,
+                                                                   fake_openai: FakeOpenAI) -> None:
+    # One billed call, one reply: the engine meters it and tells the agent (no retry in here).
+    fake_openai.enqueue(FakeResponse(text="Sure! Here it is", usage=FakeUsage(prompt_tokens=9, completion_tokens=4)),
+                        FakeResponse.json_text({"ok": True}))
 
-    reply = await complete(provider, request(response_schema={"type": "object"}), deltas)
+    reply = await complete(provider, request(response_schema={"type": "object"}))
 
-    assert reply.structured == {"ok": True}
-    assert deltas.resets == 1 and deltas.shown == '{"ok": true}'
+    assert reply.structured is None and reply.text == "Sure! Here it is"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (9, 4)
+    assert len(fake_openai.requests) == 1
     assert fake_openai.requests[0].body["response_format"]["json_schema"]["name"] == "output"
-
-
-async def test_invalid_structured_output_exhausted(provider: OpenAIProvider, fake_openai: FakeOpenAI) -> None:
-    fake_openai.enqueue(*[FakeResponse(text="not json") for _ in range(MAX_RETRIES + 1)])
-
-    with pytest.raises(ModelError) as err:
-        await complete(provider, request(response_schema={"type": "object"}))
-
-    assert err.value.retryable is True and err.value.code == "invalid_structured_output"
 
 
 async def test_429_honours_retry_after(provider: OpenAIProvider, fake_openai: FakeOpenAI) -> None:

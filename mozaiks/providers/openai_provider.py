@@ -244,13 +244,13 @@ def _reply(attempt: _Attempt, request: ModelRequest) -> ModelReply:
     ]
     structured: dict[str, Any] | None = None
     if request.response_schema is not None and not tool_calls:
+        # A reply that is not a JSON object is still a billed call: it goes back as it is, and the
+        # engine meters it and sends the agent the reason (never a silent retry in here).
         try:
-            structured = json.loads(text)
+            parsed = json.loads(text)
         except json.JSONDecodeError:
-            structured = None
-        if not isinstance(structured, dict):
-            raise _Retryable("reply is not a JSON object matching the response schema",
-                             code="invalid_structured_output")
+            parsed = None
+        structured = parsed if isinstance(parsed, dict) else None
     return ModelReply(
         text=text or None,
         tool_calls=tool_calls,
