@@ -276,7 +276,7 @@ async def test_invalid_structured_output_goes_back_to_the_agent(broker_for):
 
 
 def test_model_override_runs_scripted_examples_on_the_configured_model(settings, workflows_dir):
-    from actors.engine import resolve_model
+    from actors.agent_turn import resolve_model
     from workflows.catalog import WorkflowCatalog
 
     hello = WorkflowCatalog(workflows_dir).get("hello")

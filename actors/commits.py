@@ -1,0 +1,76 @@
+"""The only writer path of a session: events and the new snapshot in one store write, then out.
+
+Persisting before publishing is what lets a client trust every durable event it sees: it is
+already in the store, with its seq, when it reaches the session's EventHub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from actors.event_hub import EventHub
+from actors.history import History
+from mozaiks.protocol.events import Event, utc_now_iso
+from mozaiks.store.base import ChatRecord, FencedError, Store, StoredEvent, UsageRecord
+
+# A durable event before it has a seq: (type, agent, data).
+EventSpec = tuple[str, str | None, dict[str, Any]]
+
+
+class StaleOwnerError(Exception):
+    """This session lost ownership of its chat to a newer activation."""
+
+
+class SessionState:
+    """What a commit writes next to its events: the snapshot, the chat status and phase."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], status: Callable[[], str],
+                 phase: Callable[[], str | None]) -> None:
+        self.snapshot, self.status, self.phase = snapshot, status, phase
+
+
+class Committer:
+    def __init__(self, store: Store, chat: ChatRecord, epoch: int, hub: EventHub, history: History,
+                 state: SessionState) -> None:
+        self.store, self.chat, self.epoch, self.hub, self.history = store, chat, epoch, hub, history
+        self._state = state
+        self.lock = asyncio.Lock()
+        self.stale = False
+
+    async def commit(self, events: list[EventSpec], *, client_message_id: str | None = None,
+                     usage: list[UsageRecord] | None = None) -> None:
+        """Persist events with the current snapshot, then publish them."""
+        if self.stale:
+            raise StaleOwnerError(self.chat.chat_id)
+        async with self.lock:
+            first = self.chat.last_seq + 1
+            stored = [StoredEvent(seq=first + i, type=t, timestamp=utc_now_iso(), agent=a, data=d)
+                      for i, (t, a, d) in enumerate(events)]
+            try:
+                await self.store.append(self.chat.app_id, self.chat.user_id, self.chat.chat_id, self.epoch,
+                                        stored, snapshot=self._state.snapshot(), status=self._state.status(),
+                                        phase=self._state.phase(), client_message_id=client_message_id,
+                                        usage=usage)
+            except FencedError as exc:
+                self.stale = True
+                raise StaleOwnerError(self.chat.chat_id) from exc
+            if stored:
+                self.chat.last_seq = stored[-1].seq
+            for event in stored:
+                self.history.apply(event)
+                self.hub.publish(event.seq, wire(self.chat.chat_id, event))
+
+    def publish_ephemeral(self, type_: str, agent: str | None, data: dict[str, Any]) -> None:
+        self.hub.publish(None, Event(type=type_, chat_id=self.chat.chat_id, agent=agent, data=data).model_dump_json())
+
+
+def wire(chat_id: str, event: StoredEvent) -> str:
+    """The envelope of a durable event, as the socket and the events endpoint send it."""
+    return Event(type=event.type, seq=event.seq, chat_id=chat_id, timestamp=event.timestamp,
+                 agent=event.agent, data=event.data).model_dump_json()
+
+
+def error_event(agent: str | None, code: str, message: str, retryable: bool = False) -> EventSpec:
+    return ("chat.error", agent, {"code": code, "message": message, "retryable": retryable})

@@ -1,0 +1,95 @@
+"""One agent's turn: select the speaker, call its model (streaming deltas), and act on the reply —
+end the turn, hand off, reject a reply of the wrong shape, or pass its tool calls on."""
+
+from __future__ import annotations
+
+import asyncio
+from actors import agent_turn, usage
+from actors.commits import EventSpec, error_event
+from actors.delta_buffer import DeltaBuffer
+from actors.run_host import RunHost
+from actors.run_steps import new_id
+from actors.tool_phase import ToolPhase
+from mozaiks.providers.base import ModelError, ModelReply
+from mozaiks.store.base import UsageRecord
+
+
+class AgentTurn:
+    def __init__(self, host: RunHost, tools: ToolPhase) -> None:
+        self.host = host
+        self.tools = tools
+
+    async def step(self) -> None:
+        h = self.host
+        agent_name = h.state.agent
+        assert agent_name is not None
+        if h.steps.turn_limit_reached(h.workflow.orchestrator.max_turns):
+            return await h.finish("max_turns")
+        if h.steps.consecutive_limit_reached(agent_name, h.workflow.agent(agent_name).max_consecutive_turns):
+            return await h.end_turn(agent_name, None)
+        await h.commit([("chat.select_speaker", agent_name, {"agent": agent_name})])
+        reply, message_id = await self._call_model(agent_name)
+        if reply is None:
+            return None
+        h.steps.count_turn(agent_name)
+        usage_event, usage_row = h.meter.record(h.state.usage, agent_name, reply)
+        events = [usage_event]
+        if reply.text or reply.structured is not None:
+            events += agent_turn.text_events(h.workflow, h.triggers, agent_name, message_id, reply)
+        transfer, tool_calls = agent_turn.split_transfers(h.workflow, agent_name, reply)
+        schema = h.workflow.output_schema_for(agent_name)
+        checked = schema is not None and not tool_calls and not reply.exhausted
+        problem = agent_turn.structured_problem(schema[1], reply) if schema and checked else None
+        if schema and problem:
+            return await self._reject_structured(agent_name, schema[0], problem, events, usage_row)
+        if tool_calls:
+            return await self.tools.dispatch(agent_name, message_id, tool_calls, transfer, events, usage_row)
+        await h.commit(events, usage=[usage_row])
+        if h.state.cancel_after_turn:
+            return await h.finish("cancelled")
+        return await h.end_turn(agent_name, transfer)
+
+    async def _reject_structured(self, agent_name: str, schema_name: str, problem: str,
+                                 events: list[EventSpec], usage_row: UsageRecord) -> None:
+        """A reply that does not fit the agent's output model goes back to it with the reason."""
+        exhausted = self.host.validation.spend()
+        note = agent_turn.runtime_note(new_id("msg"), f"Your reply must be a {schema_name} object: {problem}")
+        await self.host.commit(events + [note], usage=[usage_row])
+        if exhausted:
+            message = f"{agent_name} did not produce a valid {schema_name}: {problem}"
+            await self.host.finish("failed", events=[error_event(agent_name, "invalid_structured_output", message)])
+
+    async def _call_model(self, agent_name: str) -> tuple[ModelReply | None, str]:
+        h = self.host
+        model = agent_turn.resolve_model(h.workflow, agent_name, h.settings)
+        request = agent_turn.build_request(h.workflow, agent_name, model, h.history, h.state)
+        message_id = new_id("msg")
+        buffer = DeltaBuffer(lambda text: self.host.publish_ephemeral(
+            "chat.text_delta", agent_name, {"message_id": message_id, "agent": agent_name, "delta": text}),
+            model_name=model.name or model.provider)
+        try:
+            reply = await self.host.providers.get(model).complete(request, buffer.on_delta)
+            buffer.flush()
+            return reply, message_id
+        except ModelError as exc:
+            buffer.flush()
+            await self.host.finish("failed", events=[error_event(agent_name, exc.code, str(exc), exc.retryable)])
+            return None, message_id
+        except asyncio.CancelledError:
+            buffer.flush()
+            await self._commit_partial(agent_name, message_id, buffer)
+            raise
+
+    async def _commit_partial(self, agent_name: str, message_id: str, buffer: DeltaBuffer) -> None:
+        """A cancelled model call keeps what it had streamed, and its estimated usage; the call
+        counts as made, so a scripted agent moves on to its next reply."""
+        self.host.steps.count_call(agent_name)
+        if not buffer.text:
+            await self.host.commit([])
+            return
+        reply = usage.partial_reply(buffer)
+        usage_event, usage_row = self.host.meter.record(self.host.state.usage, agent_name, reply)
+        events = agent_turn.text_events(self.host.workflow, self.host.triggers, agent_name, message_id, reply,
+                                        partial=True)
+        await self.host.commit([usage_event] + events, usage=[usage_row])
+
