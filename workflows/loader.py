@@ -21,6 +21,7 @@ from workflows.model import (
     AgentConfig, ContextVariable, HandoffRule, OrchestratorConfig, ReferenceIssue, StructuredOutputs,
     ToolSpec, Workflow,
 )
+from workflows.fanout import FanOutGraph
 from workflows.pack import PackGraph
 from workflows.structured_models import translate_models
 from workflows.tool_ast import UnsupportedAnnotation, find_function, infer_parameters
@@ -248,6 +249,8 @@ def _load(folder: Path, base: Path) -> Workflow:
         collect.add(file, path, issue.message)
     collect.raise_if_any()
 
+    parts["fan_out"] = _load_fan_out(folder, base, parts["agents"], outputs)
+
     trees: dict[Path, ast.Module | str] = {}
     parts["tools"] = [
         _check_tool_file(folder, tool, sections["tools"].file, path, trees, collect)
@@ -389,6 +392,41 @@ def _check_tool_file(
     except UnsupportedAnnotation as exc:
         collect.add(file, _join(path, "parameters"), f"cannot infer from tools/{tool.file}: {exc}; declare parameters")
         return tool
+
+
+def _load_fan_out(folder: Path, base: Path, agents: list[AgentConfig], outputs: StructuredOutputs) -> FanOutGraph:
+    """The workflow's own `_pack/workflow_graph.json`: its fan-out triggers (workflows/fanout.py)."""
+    doc = _read(folder / "_pack", "workflow_graph", base)
+    if doc is None:
+        return FanOutGraph()
+    collect = _Collector()
+    data, prefix = _unwrap(doc.data, "workflow_graph")
+    graph = collect.validate(FanOutGraph, {} if data is None else data, doc.file, prefix)
+    collect.raise_if_any()
+    assert graph is not None
+    names = {a.name for a in agents}
+    keyed = [(key, i, j) for key in ("mid_flight_journeys", "journeys", "nested_chats")
+             for i, j in enumerate(getattr(graph, key))]
+    for key, i, journey in keyed:
+        path = _join(_join(prefix, key), i)
+        flat = key != "mid_flight_journeys"  # v2 entries carry fan_in's keys at their top level
+        refs = [(_join(path, "trigger_agent"), journey.trigger_agent)]
+        for field in ("resume_agent", "resume_entry_agent"):
+            if (agent := getattr(journey.fan_in, field)) is not None:
+                refs.append((_join(path if flat else _join(path, "fan_in"), field), agent))
+        for where, agent in refs:
+            if agent not in names:
+                collect.add(doc.file, where, f"unknown agent {agent!r}")
+        agent = next((a for a in agents if a.name == journey.trigger_agent), None)
+        if agent is not None and not (agent.structured_output or outputs.registry.get(agent.name)):
+            collect.add(doc.file, _join(path, "trigger_agent"),
+                        f"agent {agent.name!r} has no structured output to name the children")
+        known = {j.id for j in graph.triggers}
+        for r, required in enumerate(journey.requires):
+            if required not in known:
+                collect.add(doc.file, _join(_join(path, "requires"), r), f"unknown mid_flight_journey {required!r}")
+    collect.raise_if_any()
+    return graph
 
 
 def _parse_python(source: Path) -> ast.Module | str:

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from workflows.expressions import ExpressionError, parse
+from workflows.fanout import FanOutGraph
 
 USER = "user"
 TERMINATE = "terminate"
@@ -447,6 +448,7 @@ class Workflow(FormatModel):
     structured_outputs: StructuredOutputs = StructuredOutputs()
     # `file: path: message` lines for what loaded but does not mean here what it meant in MozaiksAI.
     warnings: list[str] = []
+    fan_out: FanOutGraph = FanOutGraph()  # the folder's own _pack/workflow_graph.json
 
     @model_validator(mode="after")
     def _references(self) -> Workflow:
