@@ -43,7 +43,9 @@ def _bearer(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
-@serve.deployment(name="MozaiksIngress", ray_actor_options={"num_cpus": 0})
+# A short drain: open chat sockets would otherwise hold `mozaiks run` on SIGTERM for Serve's default 20 s,
+# longer than process supervisors wait; clients resume after the close anyway.
+@serve.deployment(name="MozaiksIngress", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=2)
 @serve.ingress(app)
 class MozaiksIngress:
     def __init__(self, settings: Settings) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +41,15 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
     configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        # Without an address, always a fresh local instance: never silently join whatever
-        # `ray start` cluster happens to run on this machine.
-        ray.init(address=address or "local", namespace=NAMESPACE, num_cpus=None if address else num_cpus,
-                 resources=None if address else resources, include_dashboard=False,
-                 configure_logging=False)
+        if address:
+            _join_cluster(address)
+        else:
+            # Without an address, always a fresh local instance: never silently join whatever
+            # `ray start` cluster happens to run on this machine.
+            ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, resources=resources,
+                     include_dashboard=False, configure_logging=False)
+            global _owns_ray
+            _owns_ray = True
     asyncio.run(_init_store(settings.resolved_store_url))
     directory = get_directory(settings)
     ray.get(directory.ready.remote())
@@ -66,6 +72,54 @@ def _warm_tool_workers(count: int = 4) -> None:
     ray.get([_noop.remote() for _ in range(count)])
 
 
+class ClusterJoinError(Exception):
+    """Joining the Ray cluster failed; the message is one line saying what to do."""
+
+
+_owns_ray = False  # this process started the Ray it runs on (then stopping stops that Ray too)
+
+
+def _join_cluster(address: str) -> None:
+    """``ray.init`` against an existing cluster, turning its failures into one clear line.
+
+    A refused auth token makes Ray's core print a warning per retry for about half a minute and
+    then raise a bare ConnectionError, so its stderr is held back while connecting and shown
+    only if the failure is not one recognised here.
+    """
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, configure_logging=False)
+            failure: BaseException | None = None
+        except Exception as exc:  # Ray raises several kinds here; each ends in one line below
+            failure = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        output = held.read().decode(errors="replace")
+    if failure is None:
+        sys.stderr.write("".join(line for line in output.splitlines(keepends=True)
+                                 if "InvalidAuthToken" not in line))
+        return
+    if "InvalidAuthToken" in output or "InvalidAuthToken" in str(failure):
+        raise ClusterJoinError(
+            f"The Ray cluster at {address} refused this machine's auth token (missing or wrong): "
+            "copy the head node's ~/.ray/auth_token here or set RAY_AUTH_TOKEN (docs/cluster.md)")
+    sys.stderr.write(output)
+    raise ClusterJoinError(f"Could not join the Ray cluster at {address}: {failure}") from failure
+
+
 def stop_runtime() -> None:
+    global _owns_ray
     serve.shutdown()
     ray.shutdown()
+    _owns_ray = False
+
+
+def kill_private_ray() -> None:
+    """Stop at once: kill the Ray processes this process started, if any, without draining."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if _owns_ray and node is not None:
+        node.kill_all_processes(check_alive=False, allow_graceful=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -17,34 +18,59 @@ console = Console(stderr=True)
 def run(address: Annotated[str | None, typer.Option(help="Join a running Ray cluster ('auto' for `ray start`)")] = None,
         port: Annotated[int | None, typer.Option(help="HTTP/WebSocket port (default from MOZAIKS_PORT or 8000)")] = None) -> None:
     """Start the runtime in the foreground until Ctrl-C."""
-    from serve_app.launch import start_runtime, stop_runtime
+    if address:
+        _send_ray_token_if_present()
+    from serve_app.launch import ClusterJoinError, start_runtime, stop_runtime
     from mozaiks.settings import load_settings
 
     settings = load_settings()
     if port is not None:
         settings = settings.model_copy(update={"port": port})
     console.print(f"[bold]mozaiks[/bold] starting ({settings.mode} mode, store {settings.resolved_store_url})")
-    info = start_runtime(settings, address=address)
-    console.print(f"[green]listening[/green] on {info.http_url}  (WebSocket {info.ws_url}/ws/…)")
-    console.print(f"workflows from {settings.workflows_dir}")
-    if settings.mode == "local":
-        console.print(f"[bold]open the chat:[/bold]  {info.http_url}/chat/")
-        console.print("get a user token:  mozaiks dev-token --user alice")
-    console.print("Ctrl-C to stop")
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM (systemd, docker stop, Kubernetes) takes the same clean path as Ctrl-C, also while
+    # starting; a second signal of either kind stops at once.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while not stopping:
-            time.sleep(0.5)
+        try:
+            info = start_runtime(settings, address=address)
+        except ClusterJoinError as exc:
+            console.print(f"[red]{exc}[/red]", soft_wrap=True)
+            raise typer.Exit(1) from None
+        signal.signal(signal.SIGTERM, _interrupt)  # ray.init installs handlers of its own
+        console.print(f"[green]listening[/green] on {info.http_url}  (WebSocket {info.ws_url}/ws/…)")
+        console.print(f"workflows from {settings.workflows_dir}")
+        if settings.mode == "local":
+            console.print(f"[bold]open the chat:[/bold]  {info.http_url}/chat/")
+            console.print("get a user token:  mozaiks dev-token --user alice")
+        console.print("Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        pass
-    console.print("stopping…")
-    stop_runtime()
+        signal.signal(signal.SIGINT, _stop_now)
+        signal.signal(signal.SIGTERM, _stop_now)
+        console.print("stopping…")
+        stop_runtime()
+
+
+def _send_ray_token_if_present() -> None:
+    """A `ray start` head on a machine that holds ~/.ray/auth_token requires that token, but a
+    driver sends it only in token mode, which Ray reads from the environment when it is imported."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_now(*_: object) -> None:
+    from serve_app.launch import kill_private_ray
+
+    kill_private_ray()
+    os._exit(130)
 
 
 @app.command("dev-token")
