@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(help="mozaiks: multi-agent chat workflows on Ray", no_args_is_help=True)
 console = Console(stderr=True)
@@ -129,6 +133,104 @@ def validate(
     if refused:
         console.print(f"{refused} of {len(folders)} refused")
         raise typer.Exit(1)
+
+
+Url = Annotated[str | None, typer.Option(envvar="MOZAIKS_URL", help="the runtime's HTTP address "
+                                          "(default http://127.0.0.1:MOZAIKS_PORT)")]
+Token = Annotated[str | None, typer.Option(envvar="MOZAIKS_TOKEN", help="a user JWT (default in local "
+                                           "mode: a development token for --user)")]
+User = Annotated[str, typer.Option(help="user for the local development token")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _broker(url: str | None, token: str | None, user: str) -> Any:
+    from broker.keys import dev_token
+    from mozaiks.client import BrokerClient
+    from mozaiks.settings import load_settings
+
+    settings = load_settings()
+    if token is None:
+        if settings.mode != "local":
+            console.print("[red]no token: pass --token or set MOZAIKS_TOKEN[/red]")
+            raise typer.Exit(2)
+        token = dev_token(settings, user)
+    return BrokerClient(url or f"http://127.0.0.1:{settings.port}", token)
+
+
+def _call(url: str | None, token: str | None, user: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    from mozaiks.client import BrokerError
+
+    async def go() -> Any:
+        async with _broker(url, token, user) as broker:
+            return await work(broker)
+
+    try:
+        return asyncio.run(go())
+    except BrokerError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(f"[red]cannot reach the runtime: {exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def chat(workflow: Annotated[str, typer.Argument(help="workflow name")],
+         resume: Annotated[str | None, typer.Option(help="continue this chat id")] = None,
+         url: Url = None, token: Token = None, user: User = "alice", as_json: Json = False) -> None:
+    """Chat with a workflow in the terminal (Ctrl-C cancels the run, a second Ctrl-C quits)."""
+    from mozaiks.cli.terminal import TerminalChat
+
+    status = _call(url, token, user, lambda broker: TerminalChat(broker, Console(), as_json).run(workflow, resume))
+    raise typer.Exit(0 if status in ("completed", "cancelled") else 1)
+
+
+@app.command()
+def sessions(url: Url = None, token: Token = None, user: User = "alice", as_json: Json = False,
+             limit: Annotated[int, typer.Option(min=1, max=100)] = 20) -> None:
+    """List your chats, newest first."""
+    listed = _call(url, token, user, lambda broker: broker.list_sessions(limit))
+    if as_json:
+        print(json.dumps(listed))
+        return
+    table = Table("chat_id", "workflow", "status", "updated")
+    for row in listed["sessions"]:
+        table.add_row(row["chat_id"], row.get("workflow_name", ""), row.get("status", ""),
+                      str(row.get("updated_at", "")))
+    Console().print(table)
+
+
+@app.command()
+def events(chat_id: str, url: Url = None, token: Token = None, user: User = "alice", as_json: Json = False,
+           after_seq: Annotated[int, typer.Option(min=0)] = 0,
+           follow: Annotated[bool, typer.Option("--follow", help="keep printing new events")] = False) -> None:
+    """Print a chat's durable events (with --follow, until Ctrl-C)."""
+
+    async def work(broker: Any) -> None:
+        seq = after_seq
+        while True:
+            page = await broker.events(chat_id, after_seq=seq)
+            for event in page["events"]:
+                seq = max(seq, event["seq"])
+                print(json.dumps(event) if as_json else
+                      f"{event['seq']:>5} {event['type']:<22} {json.dumps(event.get('data'))[:160]}", flush=True)
+            if not follow:
+                return
+            if not page["events"]:
+                await asyncio.sleep(1.0)
+
+    try:
+        _call(url, token, user, work)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def cancel(chat_id: str, url: Url = None, token: Token = None, user: User = "alice", as_json: Json = False,
+           mode: Annotated[str, typer.Option(help="immediate | after_turn")] = "immediate") -> None:
+    """Cancel a chat's running turn."""
+    result = _call(url, token, user, lambda broker: broker.cancel(chat_id, mode))
+    print(json.dumps(result) if as_json else f"cancel {chat_id}: {result}")
 
 
 def main() -> None:
