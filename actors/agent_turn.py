@@ -13,6 +13,7 @@ from actors.history import History, for_agent
 from actors.routing import llm_targets, transfer_tool_name
 from actors.snapshot import SessionSnapshot
 from actors.triggers import ContextTriggers
+from mozaiks.protocol.events import ChatText
 from mozaiks.providers.base import ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
 from mozaiks.settings import Settings
 from workflows.model import ModelConfig, Workflow
@@ -47,13 +48,13 @@ def text_events(workflow: Workflow, triggers: ContextTriggers, agent_name: str, 
                 reply: ModelReply, partial: bool = False) -> list[EventSpec]:
     visual = workflow.orchestrator.visual_agents
     content = reply.text if reply.text is not None else json.dumps(reply.structured)
-    data: dict[str, Any] = {"message_id": message_id, "agent": agent_name, "role": "assistant", "content": content,
-                            "visibility": "trace" if visual and agent_name not in visual else "user"}
+    text = ChatText(message_id=message_id, agent=agent_name, role="assistant", content=content,
+                    visibility="trace" if visual and agent_name not in visual else "user")
     if partial:
-        data["partial"] = True
+        text.partial = True
     if reply.structured is not None:
-        data["structured_output"] = reply.structured
-    return [("chat.text", agent_name, data)] + triggers.on_text(agent_name, content)
+        text.structured_output = reply.structured
+    return [(agent_name, text)] + triggers.on_text(agent_name, content)
 
 
 def split_transfers(workflow: Workflow, agent_name: str, reply: ModelReply) -> tuple[str | None, list[ToolCallRequest]]:
@@ -78,5 +79,5 @@ def structured_problem(schema: dict[str, Any], reply: ModelReply) -> str | None:
 
 def runtime_note(message_id: str, content: str) -> EventSpec:
     """The runtime's own message to the agents (the model sees it; the user's view hides it)."""
-    return ("chat.text", "runtime", {"message_id": message_id, "agent": "runtime", "role": "system",
-                                     "content": content, "visibility": "trace"})
+    return ("runtime", ChatText(message_id=message_id, agent="runtime", role="system", content=content,
+                                visibility="trace"))

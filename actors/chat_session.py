@@ -29,10 +29,11 @@ import ray
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine, StaleOwnerError
+from actors.commits import stored_wire
 from actors.event_hub import EventHub
 from actors.journeys import advance_journeys
 from mozaiks.protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
-from mozaiks.protocol.events import Event
+from mozaiks.protocol.events import ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
 from mozaiks.store import DuplicateMessageError, open_store
@@ -239,9 +240,7 @@ class ChatSession:
         chat = self._bound(chat_id).engine.chat
         limit = None if upto_seq is None else max(0, upto_seq - after_seq)
         events = await self.store.read_events(chat.app_id, chat.user_id, chat.chat_id, after_seq, limit)
-        return [(e.seq, Event(type=e.type, seq=e.seq, chat_id=chat.chat_id, timestamp=e.timestamp,
-                              agent=e.agent, data=e.data).model_dump_json())
-                for e in events if upto_seq is None or e.seq <= upto_seq]
+        return [(e.seq, stored_wire(chat.chat_id, e)) for e in events if upto_seq is None or e.seq <= upto_seq]
 
     # ------------------------------------------------------------------ client messages
     async def submit(self, chat_id: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -277,9 +276,8 @@ class ChatSession:
     async def tool_progress(self, chat_id: str, call_id: str, name: str, fraction: float, message: str) -> None:
         binding = self.binding
         if binding is not None and binding.chat_id == chat_id:
-            binding.engine.publish_ephemeral("tool_progress", None, {
-                "call_id": call_id, "name": name, "progress": max(0.0, min(1.0, float(fraction))),
-                "message": message})
+            binding.engine.publish_ephemeral(None, ToolProgress(
+                call_id=call_id, name=name, progress=max(0.0, min(1.0, float(fraction))), message=message))
 
     async def status(self, chat_id: str) -> dict[str, Any]:
         binding = self._bound(chat_id)

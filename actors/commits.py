@@ -12,11 +12,12 @@ from typing import Any
 
 from actors.event_hub import EventHub
 from actors.history import History
-from mozaiks.protocol.events import Event, utc_now_iso
+from mozaiks.protocol import events as ev
+from mozaiks.protocol.events import EventData, utc_now_iso
 from mozaiks.store.base import ChatRecord, FencedError, Store, StoredEvent, UsageRecord
 
-# A durable event before it has a seq: (type, agent, data).
-EventSpec = tuple[str, str | None, dict[str, Any]]
+# A durable event before it has a seq: the agent it is about (the envelope's), and its payload.
+EventSpec = tuple[str | None, EventData]
 
 
 class StaleOwnerError(Exception):
@@ -46,8 +47,8 @@ class Committer:
             raise StaleOwnerError(self.chat.chat_id)
         async with self.lock:
             first = self.chat.last_seq + 1
-            stored = [StoredEvent(seq=first + i, type=t, timestamp=utc_now_iso(), agent=a, data=d)
-                      for i, (t, a, d) in enumerate(events)]
+            stored = [StoredEvent(seq=first + i, type=p.TYPE, timestamp=utc_now_iso(), agent=a, data=p.dump())
+                      for i, (a, p) in enumerate(events)]
             try:
                 await self.store.append(self.chat.app_id, self.chat.user_id, self.chat.chat_id, self.epoch,
                                         stored, snapshot=self._state.snapshot(), status=self._state.status(),
@@ -60,17 +61,17 @@ class Committer:
                 self.chat.last_seq = stored[-1].seq
             for event in stored:
                 self.history.apply(event)
-                self.hub.publish(event.seq, wire(self.chat.chat_id, event))
+                self.hub.publish(event.seq, stored_wire(self.chat.chat_id, event))
 
-    def publish_ephemeral(self, type_: str, agent: str | None, data: dict[str, Any]) -> None:
-        self.hub.publish(None, Event(type=type_, chat_id=self.chat.chat_id, agent=agent, data=data).model_dump_json())
+    def publish_ephemeral(self, agent: str | None, payload: EventData) -> None:
+        assert not payload.DURABLE, payload.TYPE
+        self.hub.publish(None, ev.envelope(self.chat.chat_id, payload, agent=agent))
 
 
-def wire(chat_id: str, event: StoredEvent) -> str:
-    """The envelope of a durable event, as the socket and the events endpoint send it."""
-    return Event(type=event.type, seq=event.seq, chat_id=chat_id, timestamp=event.timestamp,
-                 agent=event.agent, data=event.data).model_dump_json()
+def stored_wire(chat_id: str, event: StoredEvent) -> str:
+    """The envelope of a durable event read back from the store."""
+    return ev.wire(chat_id, event.type, event.data, agent=event.agent, seq=event.seq, timestamp=event.timestamp)
 
 
 def error_event(agent: str | None, code: str, message: str, retryable: bool = False) -> EventSpec:
-    return ("chat.error", agent, {"code": code, "message": message, "retryable": retryable})
+    return (agent, ev.ChatError(code=code, message=message, retryable=retryable))

@@ -26,6 +26,7 @@ from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
 from actors.triggers import ContextTriggers
 from actors.turn import AgentTurn
+from mozaiks.protocol import events as ev
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, DuplicateMessageError, Store
@@ -99,14 +100,14 @@ class SessionEngine:
 
     # ---------------------------------------------------------------- client messages
     async def submit_text(self, message_id: str, text: str, input_request_id: str | None) -> dict[str, Any]:
-        user_event = ("chat.text", "user", {"message_id": message_id, "agent": "user", "role": "user",
-                                            "content": text, "visibility": "user"})
+        user_event = ("user", ev.ChatText(message_id=message_id, agent="user", role="user", content=text,
+                                          visibility="user"))
         step, pending = self.steps.step, self.state.pending_input
         if pending is not None and step == "input":
             if input_request_id and input_request_id != pending.request_id:
                 return await self._reject(message_id, "unknown_input_request")
             self._answer_input(pending, text)
-            await self.commit([user_event, ("chat.input_ack", pending.agent, {"request_id": pending.request_id})],
+            await self.commit([user_event, (pending.agent, ev.InputAck(request_id=pending.request_id))],
                               client_message_id=message_id)
             self._spawn_drive()
             return _ack(message_id, "accepted")
@@ -176,7 +177,7 @@ class SessionEngine:
         agent = routed or self.steps.first_agent(self.workflow.initial_agent_name)
         run_id = self.steps.start_run(agent)
         self.status = "active"
-        await self.commit([("chat.run_start", agent, {"run_id": run_id, "agent": agent})])
+        await self.commit([(agent, ev.RunStart(run_id=run_id, agent=agent))])
         self._spawn_drive()
 
     def _spawn_drive(self) -> None:
@@ -205,8 +206,7 @@ class SessionEngine:
             await self._request_input(agent_name)
         else:
             self.steps.enter("agent", agent=target)
-            await self.commit([("chat.handoff", agent_name, {"from_agent": agent_name, "to_agent": target,
-                                                              "reason": reason})])
+            await self.commit([(agent_name, ev.Handoff(from_agent=agent_name, to_agent=target, reason=reason))])
 
     async def _request_input(self, agent_name: str) -> None:
         if self.state.queue:  # a message typed while the agent worked answers its question
@@ -214,17 +214,15 @@ class SessionEngine:
             request_id = new_id("req")
             self._answer_input(PendingInput(request_id=request_id, agent=agent_name, prompt="",
                                             resume_agent=agent_name), queued.text)
-            await self.commit([("chat.input_ack", agent_name, {"request_id": request_id,
-                                                               "message_id": queued.message_id})])
+            await self.commit([(agent_name, ev.InputAck(request_id=request_id, message_id=queued.message_id))])
             return
         timeout = self.workflow.orchestrator.input_timeout_s
         pending = PendingInput(request_id=new_id("req"), agent=agent_name,
                                prompt=self.history.last_text_of(agent_name) or "Your reply",
                                timeout_at=waits.deadline_at(timeout), resume_agent=agent_name)
         self.steps.enter("input", input_=pending)
-        await self.commit([("chat.input_request", agent_name, {
-            "request_id": pending.request_id, "agent": agent_name, "prompt": pending.prompt,
-            "input_schema": None, "timeout_s": timeout})])
+        await self.commit([(agent_name, ev.InputRequest(request_id=pending.request_id, agent=agent_name,
+                                                        prompt=pending.prompt, input_schema=None, timeout_s=timeout))])
         self.timer.arm(waits.open_deadline(self.state))
 
     async def finish(self, run_status: str, events: list[EventSpec] | None = None,
@@ -234,9 +232,8 @@ class SessionEngine:
         self.status = CHAT_STATUS_OF_RUN[run_status]
         self.state.usage = type(run_usage)()
         self.validation.reset()
-        await self.commit((events or []) + [usage.summary(run_usage), (
-            "chat.run_complete", None, {"run_id": run_id, "status": run_status, "summary": summary,
-                                        "usage": run_usage.totals()})])
+        await self.commit((events or []) + [usage.summary(run_usage), (None, ev.RunComplete(
+            run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))])
         if self.on_run_end is not None:
             await self.on_run_end(run_status)
         if self.state.queue:
@@ -255,7 +252,7 @@ class SessionEngine:
 
     async def _input_timed_out(self, pending: PendingInput) -> None:
         policy = self.workflow.orchestrator.on_input_timeout
-        notice = ("chat.input_timeout", pending.agent, {"request_id": pending.request_id, "outcome": policy})
+        notice: EventSpec = (pending.agent, ev.InputTimeout(request_id=pending.request_id, outcome=policy))
         if policy == "continue":
             self.steps.enter("agent", agent=pending.resume_agent)
             await self.commit([notice])

@@ -20,7 +20,7 @@ import ray
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine
-from mozaiks.protocol.events import utc_now_iso
+from mozaiks.protocol.events import JourneyChat, JourneyNext, utc_now_iso
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
 from workflows.pack import JOURNEY_CONTEXT_KEY, JourneyProgress, JourneyTag, PackGraph
@@ -74,10 +74,10 @@ async def _advance(engine: SessionEngine, progress: JourneyProgress, instance: s
     if not waiting:
         tag = JourneyTag(id=progress.journey_id, instance=instance, step=progress.step_index + 1)
         created = list(await asyncio.gather(*(_create(store, chat, tag, name) for name in progress.next_step)))
-    await engine.commit([("chat.journey_next", None, {
-        "journey_id": progress.journey_id, "instance": instance, "step": progress.step_index,
-        "next": [{"workflow_name": c.workflow_name, "chat_id": c.chat_id} for c in created],
-        "waiting_for": waiting})])
+    await engine.commit([(None, JourneyNext(
+        journey_id=progress.journey_id, instance=instance, step=progress.step_index,
+        next=[JourneyChat(workflow_name=c.workflow_name, chat_id=c.chat_id) for c in created],
+        waiting_for=waiting))])
     await asyncio.gather(*(_start(c) for c in created))
 
 

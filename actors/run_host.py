@@ -15,6 +15,7 @@ from actors.snapshot import SessionSnapshot
 from actors.triggers import ContextTriggers
 from actors.usage import UsageMeter
 from actors.waits import WaitTimer
+from mozaiks.protocol.events import EventData
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, UsageRecord
@@ -56,7 +57,7 @@ class RunHost(Protocol):
     async def commit(self, events: list[EventSpec], *, client_message_id: str | None = None,
                      usage: list[UsageRecord] | None = None) -> None: ...
 
-    def publish_ephemeral(self, type_: str, agent: str | None, data: dict[str, Any]) -> None: ...
+    def publish_ephemeral(self, agent: str | None, payload: EventData) -> None: ...
 
     async def finish(self, run_status: str, events: list[EventSpec] | None = None) -> None: ...
 

@@ -18,6 +18,7 @@ from actors.commits import EventSpec, error_event
 from actors.run_host import RunHost
 from actors.snapshot import PendingTools, PendingUi
 from actors.tool_tasks import ToolOutcome, run_tool
+from mozaiks.protocol.events import ToolCall, ToolResponse, UiToolComplete, UiToolDismiss
 from mozaiks.providers.base import ToolCallRequest
 from mozaiks.store.base import UsageRecord
 from workflows.model import ToolSpec
@@ -41,9 +42,8 @@ class ToolPlan:
 
 def tool_response(agent: str, call_id: str, name: str, status: str, *, result: Any = None,
                   error: str | None = None, duration_ms: int = 0, **timing: Any) -> EventSpec:
-    return ("chat.tool_response", agent, {"call_id": call_id, "name": name, "status": status,
-                                          "result": result, "error": error, "duration_ms": duration_ms,
-                                          **timing})
+    return (agent, ToolResponse(call_id=call_id, name=name, status=status, result=result, error=error,
+                                duration_ms=duration_ms, **timing))
 
 
 def outcome_response(agent: str, call: ToolCallRequest, outcome: ToolOutcome) -> EventSpec:
@@ -54,9 +54,9 @@ def outcome_response(agent: str, call: ToolCallRequest, outcome: ToolOutcome) ->
 
 def ui_answer(pending: PendingUi, status: str, result: Any, error: str | None) -> list[EventSpec]:
     """How a UI tool's wait ends: its answer, then the component closes."""
-    closed = "chat.ui_tool_complete" if pending.display == "inline" else "chat.ui_tool_dismiss"
+    closed = UiToolComplete if pending.display == "inline" else UiToolDismiss
     return [tool_response(pending.agent, pending.call_id, pending.name, status, result=result, error=error),
-            (closed, pending.agent, {"call_id": pending.call_id})]
+            (pending.agent, closed(call_id=pending.call_id))]
 
 
 def plan_tools(agent: str, message_id: str, calls: list[ToolCallRequest], specs: dict[str, ToolSpec]) -> ToolPlan:
@@ -68,9 +68,9 @@ def plan_tools(agent: str, message_id: str, calls: list[ToolCallRequest], specs:
         if call is ui_call and not problem:
             plan.ui_call = call  # announced when its wait opens, with the props its function prepares
             continue
-        plan.announced.append(("chat.tool_call", agent, {
-            "call_id": call.id, "name": call.name, "agent": agent, "arguments": call.arguments,
-            "message_id": message_id, "kind": spec.kind if spec else "agent_tool", "awaiting_response": False}))
+        plan.announced.append((agent, ToolCall(
+            call_id=call.id, name=call.name, agent=agent, arguments=call.arguments, message_id=message_id,
+            kind=spec.kind if spec else "agent_tool", awaiting_response=False)))
         if problem:
             plan.rejected.append(tool_response(agent, call.id, call.name, "error", error=problem))
         else:
@@ -187,10 +187,10 @@ class ToolPhase:
                                                  component=spec.ui.component, display=spec.ui.display,
                                                  props=props, timeout_at=waits.deadline_at(timeout),
                                                  arguments=call.arguments, replay=replay))
-        await self.host.commit([("chat.tool_call", agent_name, {
-            "call_id": call.id, "name": call.name, "agent": agent_name, "arguments": call.arguments,
-            "kind": "ui_tool", "awaiting_response": True, "component": spec.ui.component,
-            "display": spec.ui.display, "props": props, "timeout_s": timeout})])
+        await self.host.commit([(agent_name, ToolCall(
+            call_id=call.id, name=call.name, agent=agent_name, arguments=call.arguments, kind="ui_tool",
+            awaiting_response=True, component=spec.ui.component, display=spec.ui.display, props=props,
+            timeout_s=timeout))])
         self.host.timer.arm(waits.open_deadline(self.host.state))
 
     async def _props_failed(self, agent_name: str, call: ToolCallRequest, error: str) -> None:
@@ -198,9 +198,8 @@ class ToolPhase:
         log.warning("chat %s: UI tool %s could not prepare its props: %s", self.host.chat.chat_id, call.name, error)
         self.host.steps.enter("agent")
         await self.host.commit([
-            ("chat.tool_call", agent_name, {"call_id": call.id, "name": call.name, "agent": agent_name,
-                                            "arguments": call.arguments, "kind": "ui_tool",
-                                            "awaiting_response": False}),
+            (agent_name, ToolCall(call_id=call.id, name=call.name, agent=agent_name, arguments=call.arguments,
+                                  kind="ui_tool", awaiting_response=False)),
             tool_response(agent_name, call.id, call.name, "error", error=error)])
 
     async def answer_ui(self, pending: PendingUi, response: Any) -> list[EventSpec]:

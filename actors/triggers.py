@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from actors.commits import EventSpec
+from mozaiks.protocol.events import ContextUpdate
 from mozaiks.store.base import ChatRecord
 from workflows.model import Workflow
 
@@ -33,7 +34,7 @@ class ContextTriggers:
 
     def set(self, name: str, value: Any) -> EventSpec:
         self.context[name] = value
-        return ("context_update", None, {"variable": name, "value": value})
+        return (None, ContextUpdate(variable=name, value=value))
 
     def on_text(self, agent: str, text: str) -> list[EventSpec]:
         return [self.set(var.name, trig.value)

@@ -10,6 +10,7 @@ from actors.delta_buffer import DeltaBuffer
 from actors.run_host import RunHost
 from actors.run_steps import new_id
 from actors.tool_phase import ToolPhase
+from mozaiks.protocol.events import SelectSpeaker, TextDelta
 from mozaiks.providers.base import ModelError, ModelReply
 from mozaiks.store.base import UsageRecord
 
@@ -27,7 +28,7 @@ class AgentTurn:
             return await h.finish("max_turns")
         if h.steps.consecutive_limit_reached(agent_name, h.workflow.agent(agent_name).max_consecutive_turns):
             return await h.end_turn(agent_name, None)
-        await h.commit([("chat.select_speaker", agent_name, {"agent": agent_name})])
+        await h.commit([(agent_name, SelectSpeaker(agent=agent_name))])
         reply, message_id = await self._call_model(agent_name)
         if reply is None:
             return None
@@ -64,8 +65,8 @@ class AgentTurn:
         model = agent_turn.resolve_model(h.workflow, agent_name, h.settings)
         request = agent_turn.build_request(h.workflow, agent_name, model, h.history, h.state)
         message_id = new_id("msg")
-        buffer = DeltaBuffer(lambda text: self.host.publish_ephemeral(
-            "chat.text_delta", agent_name, {"message_id": message_id, "agent": agent_name, "delta": text}),
+        buffer = DeltaBuffer(lambda text: h.publish_ephemeral(
+            agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text)),
             model_name=model.name or model.provider)
         try:
             reply = await self.host.providers.get(model).complete(request, buffer.on_delta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from actors.commits import EventSpec
 from actors.delta_buffer import DeltaBuffer
 from actors.snapshot import RunUsage
-from mozaiks.protocol.events import utc_now_iso
+from mozaiks.protocol.events import UsageDelta, UsageSummary, utc_now_iso
 from mozaiks.providers.base import ModelReply
 from mozaiks.providers.scripted import estimate_tokens
 from mozaiks.store.base import ChatRecord, UsageRecord
@@ -19,10 +19,9 @@ class UsageMeter:
         """Count one model call into the run's totals; returns its event and its billing row."""
         u = reply.usage
         usage.add(agent, reply.model, u.prompt_tokens, u.completion_tokens)
-        event = ("chat.usage_delta", agent, {"agent": agent, "model": reply.model, "prompt_tokens": u.prompt_tokens,
-                                             "completion_tokens": u.completion_tokens,
-                                             "total_tokens": u.total_tokens, "cached": u.cached,
-                                             "duration_ms": reply.duration_ms})
+        event = (agent, UsageDelta(agent=agent, model=reply.model, prompt_tokens=u.prompt_tokens,
+                                   completion_tokens=u.completion_tokens, total_tokens=u.total_tokens,
+                                   cached=u.cached, duration_ms=reply.duration_ms))
         c = self.chat
         row = UsageRecord(app_id=c.app_id, user_id=c.user_id, chat_id=c.chat_id, workflow_name=c.workflow_name,
                           agent=agent, model=reply.model, prompt_tokens=u.prompt_tokens,
@@ -39,5 +38,4 @@ def partial_reply(buffer: DeltaBuffer) -> ModelReply:
 
 
 def summary(usage: RunUsage) -> EventSpec:
-    return ("chat.usage_summary", None, {"totals": usage.totals(), "by_agent": usage.by_agent,
-                                         "by_model": usage.by_model})
+    return (None, UsageSummary(totals=usage.totals(), by_agent=usage.by_agent, by_model=usage.by_model))

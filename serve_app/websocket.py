@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.engine import StaleOwnerError
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
-from mozaiks.protocol.events import Event
+from mozaiks.protocol.events import Ack, ChatMeta, Ping, ResumeBoundary, envelope
 from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.ws")
@@ -183,7 +183,7 @@ class SocketSession:
     # ------------------------------------------------------------------ serving
     async def _serve(self, last_seq: int | None) -> None:
         meta, offset = await self.link.call("attach", self.watcher_id)
-        await self._send(Event(type="chat_meta", chat_id=self.path["chat_id"], data=meta).model_dump_json())
+        await self._send(envelope(self.path["chat_id"], ChatMeta.model_validate(meta)))
         self.delivered_seq = meta["last_seq"] if last_seq is None else last_seq
         if last_seq is not None:
             await self._replay(last_seq, meta["last_seq"])
@@ -202,8 +202,8 @@ class SocketSession:
         for seq, payload in events:
             await self._send(payload)
             self.delivered_seq = max(self.delivered_seq, seq)
-        await self._send(Event(type="chat.resume_boundary", chat_id=self.path["chat_id"],
-                               data={"replayed": len(events), "last_seq": self.delivered_seq}).model_dump_json())
+        await self._send(envelope(self.path["chat_id"],
+                                  ResumeBoundary(replayed=len(events), last_seq=self.delivered_seq)))
 
     async def _pump(self, offset: int) -> None:
         while True:
@@ -254,7 +254,7 @@ class SocketSession:
             return
         kind = frame.get("type")
         if kind == "ping":
-            await self._send(Event(type="ping", chat_id=self.path["chat_id"]).model_dump_json())
+            await self._send(envelope(self.path["chat_id"], Ping()))
             return
         if not self.bucket.take():
             self.violations += 1
@@ -288,8 +288,7 @@ class SocketSession:
             await asyncio.sleep(min(remaining, 30.0))
 
     async def _ack(self, message_id: Any, status: str, reason: str | None) -> None:
-        data = {"id": message_id, "status": status, "reason": reason}
-        await self._send(Event(type="ack", chat_id=self.path["chat_id"], data=data).model_dump_json())
+        await self._send(envelope(self.path["chat_id"], Ack(id=message_id, status=status, reason=reason)))
 
     async def _send(self, payload: str) -> None:
         async with self.send_lock:

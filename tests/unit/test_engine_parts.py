@@ -20,7 +20,7 @@ from actors.snapshot import PendingInput, PendingTools, PendingUi, RunUsage, Ses
 from actors.tool_tasks import ToolOutcome
 from actors.triggers import ContextTriggers, matches
 from actors.usage import UsageMeter
-from mozaiks.protocol.events import utc_now_iso
+from mozaiks.protocol.events import EVENT_MODELS, ContextUpdate, ToolResponse, UiToolDismiss, utc_now_iso
 from mozaiks.providers.base import ModelReply, ToolCallRequest
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
@@ -84,8 +84,8 @@ def test_plan_rejects_unknown_and_invalid_calls_and_holds_back_the_ui_tool() -> 
     plan = tool_phase.plan_tools("A", "m1", calls, specs)
     assert [c.id for c in plan.runnable] == ["1"]
     assert plan.ui_call is not None and plan.ui_call.id == "4"
-    assert [e[2]["call_id"] for e in plan.announced] == ["1", "2", "3", "5"]
-    errors = {e[2]["call_id"]: e[2]["error"] for e in plan.rejected}
+    assert [e.call_id for _, e in plan.announced] == ["1", "2", "3", "5"]
+    errors = {e.call_id: e.error for _, e in plan.rejected}
     assert errors["2"].startswith("invalid arguments") and "unknown tool" in errors["3"]
     assert errors["5"] == "only one UI tool can be open at a time"
 
@@ -96,7 +96,8 @@ def test_a_restart_mid_tools_never_reruns_a_tool_that_is_not_idempotent() -> Non
     calls = [ToolCallRequest(id="1", name="safe"), ToolCallRequest(id="2", name="once")]
     safe, answers = tool_phase.resumable("A", calls, specs)
     assert [c.id for c in safe] == ["1"]
-    assert answers[0][2]["call_id"] == "2" and answers[0][2]["error"] == tool_phase.NOT_IDEMPOTENT
+    (agent, answer), = answers
+    assert isinstance(answer, ToolResponse) and (answer.call_id, answer.error) == ("2", tool_phase.NOT_IDEMPOTENT)
 
 
 async def test_tools_run_concurrently_and_each_answer_is_committed_as_it_arrives() -> None:
@@ -118,17 +119,17 @@ async def test_tools_run_concurrently_and_each_answer_is_committed_as_it_arrives
     calls = [ToolCallRequest(id="slow", name="t"), ToolCallRequest(id="fast", name="t")]
     pending = PendingTools(agent="A", calls=calls)
     await tool_phase.run_tools(pending, calls, {"t": spec("t")}, runner,
-                               lambda call, outcome: [("context_update", None, {"variable": call.id, "value": 1})],
+                               lambda call, outcome: [(None, ContextUpdate(variable=call.id, value=1))],
                                commit)
     assert sorted(started) == ["fast", "slow"]
-    assert [batch[0][2]["call_id"] for batch in committed] == ["fast", "slow"]
-    assert committed[0][0][2]["duration_ms"] == 500 and committed[0][1][0] == "context_update"
+    assert [batch[0][1].call_id for batch in committed] == ["fast", "slow"]
+    assert committed[0][0][1].duration_ms == 500 and isinstance(committed[0][1][1], ContextUpdate)
 
 
 def test_a_ui_answer_closes_the_component_the_way_it_was_shown() -> None:
     pending = PendingUi(call_id="c", name="board", agent="A", component="Board", display="artifact")
     response, closed = tool_phase.ui_answer(pending, "ok", {"x": 1}, None)
-    assert response[2]["result"] == {"x": 1} and closed == ("chat.ui_tool_dismiss", "A", {"call_id": "c"})
+    assert response[1].dump()["result"] == {"x": 1} and closed == ("A", UiToolDismiss(call_id="c"))
 
 
 # ---------------------------------------------------------------- waits
@@ -165,7 +166,7 @@ def test_triggers_set_context_from_agent_text_and_ui_responses() -> None:
     context: dict[str, Any] = {}
     triggers = ContextTriggers(workflow, context)
     events = triggers.on_ui_response("approve_plan", {"decision": "yes"})
-    assert events == [("context_update", None, {"variable": "decision", "value": "yes"})]
+    assert events == [(None, ContextUpdate(variable="decision", value="yes"))]
     assert context == {"decision": "yes"} and triggers.on_ui_response("other", {}) == []
     assert triggers.initial(chat_record("waits"))["chat_id"] == "c1"
     assert matches({"equals": "ok"}, " ok ") and matches({"regex": "^a+$"}, "aaa")
@@ -179,7 +180,7 @@ def test_usage_is_summed_per_agent_and_model_and_billed_per_call() -> None:
         reply = ModelReply(text="hi", model="m")
         reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens = prompt, 2, prompt + 2
         event, row = meter.record(run, agent, reply)
-    assert event[2]["prompt_tokens"] == 1 and row.total_tokens == 3 and row.chat_id == "c1"
+    assert event[1].dump()["prompt_tokens"] == 1 and row.total_tokens == 3 and row.chat_id == "c1"
     assert run.totals() == {"prompt_tokens": 16, "completion_tokens": 6, "total_tokens": 22}
     assert run.by_agent["A"]["total_tokens"] == 15 and run.by_model["m"]["total_tokens"] == 22
 
@@ -229,6 +230,10 @@ async def test_hello_runs_end_to_end_without_ray(sqlite_store: SQLiteStore, sett
     published, _, _ = hub.read(0)
     durable = [json.loads(payload) for seq, payload in published if seq is not None]
     assert [d["seq"] for d in durable] == [e.seq for e in stored]  # persisted first, then published
+    for message in [json.loads(payload) for _, payload in published]:  # every event fits its model
+        model = EVENT_MODELS[message["type"]]
+        assert model.DURABLE == (message["seq"] is not None)
+        assert model.model_validate(message["data"]).dump() == message["data"]
     await engine.stop()
 
 
