@@ -250,7 +250,9 @@ class ChatSession:
             try:
                 message = client_message_adapter.validate_python(raw)
             except ValidationError as exc:
-                return {"id": str(raw.get("id", "")), "status": "rejected", "reason": _first_error(exc)}
+                reason = ("unsupported_message_type" if exc.errors()[0]["type"] == "union_tag_invalid"
+                          else _first_error(exc))
+                return {"id": str(raw.get("id", "")), "status": "rejected", "reason": reason}
             try:
                 if isinstance(message, UserInputSubmit):
                     return await engine.submit_text(message.id, message.text, message.input_request_id)

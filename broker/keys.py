@@ -159,3 +159,12 @@ def dev_token(settings: Settings, user_id: str, app_id: str | None = None, plan:
                 "iss": settings.user_jwt_issuer, "aud": settings.user_jwt_audience}
     claims.update({name: value for name, value in optional.items() if value is not None})
     return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+
+
+def require_numeric_dates(payload: dict[str, Any], what: str) -> None:
+    """RFC 7519 §2: NumericDate claims are JSON numbers. PyJWT runs ``int()`` on them, which would
+    let ``"exp": "9999999999"`` through; such a token was not made by a conforming issuer."""
+    for claim in ("exp", "nbf", "iat"):
+        value = payload.get(claim)
+        if claim in payload and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthError(f"{what} claim '{claim}' must be a number (NumericDate)")

@@ -27,6 +27,7 @@ from broker.keys import (
     load_private_key,
     load_public_key,
     public_jwk,
+    require_numeric_dates,
     unverified_header,
 )
 from mozaiks.settings import Settings
@@ -166,6 +167,7 @@ class RuntimeTokenVerifier:
         try:
             payload = jwt.decode(token, key, algorithms=[self._algorithm], options=options,
                                  audience=RUNTIME_TOKEN_AUDIENCE, issuer=self._issuer, leeway=_LEEWAY_S)
+            require_numeric_dates(payload, "Runtime token")
             claims = RuntimeTokenClaims.model_validate(payload)
         except jwt.PyJWTError as exc:
             raise auth_error_from_jwt(exc, "Runtime token") from None

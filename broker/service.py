@@ -4,9 +4,11 @@ resumed, a runtime token scoped to that chat out."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
@@ -52,7 +54,10 @@ class SessionBroker:
 
     def ws_url(self, chat: ChatRecord) -> str:
         base = self.settings.ws_base.rstrip("/")
-        return f"{base}/ws/{chat.workflow_name}/{chat.app_id}/{chat.chat_id}/{chat.user_id}"
+        # Percent-encoded: the server decodes the path before routing, so any id but one with '/'
+        # (refused at the identity) comes back as it was.
+        segments = (chat.workflow_name, chat.app_id, chat.chat_id, chat.user_id)
+        return f"{base}/ws/" + "/".join(quote(segment, safe="") for segment in segments)
 
     async def create_or_resume(self, identity: Identity, request: CreateSessionRequest,
                                idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
@@ -85,15 +90,33 @@ class SessionBroker:
             if context and JOURNEY_CONTEXT_KEY in context:
                 raise ApiError(422, "invalid_request", "context.journey is set by journeys only",
                                {"fields": [{"field": "context.journey", "message": "reserved"}]})
+            self._check_context(context)
             await self._check_prerequisites(app_id, user_id, workflow_name)
             now = utc_now_iso()
             record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=app_id, user_id=user_id,
                                 workflow_name=workflow_name, created_at=now, updated_at=now,
                                 context=context or {}, tenant_id=tenant_id)
             chat, created = await self.store.create_chat(record, idempotency_key)
+            # As payment APIs do: a key names one request; the same key with another body is a client bug.
+            if not created and (chat.workflow_name != record.workflow_name or chat.context != record.context):
+                raise ApiError(409, "idempotency_key_reused",
+                               "This Idempotency-Key was used for a different request")
         # Activate now so the socket that follows finds its session already running.
         await self.directory.get.remote(app_id, user_id, chat.chat_id)
         return chat, created
+
+    def _check_context(self, context: dict[str, Any] | None) -> None:
+        if not context:
+            return
+        size = len(json.dumps(context, separators=(",", ":")).encode())
+        if size > self.settings.context_max_bytes:
+            raise ApiError(422, "invalid_request", "context is too large",
+                           {"fields": [{"field": "context", "message":
+                                        f"{size} bytes, at most {self.settings.context_max_bytes}"}]})
+        if _depth(context) > self.settings.context_max_depth:
+            raise ApiError(422, "invalid_request", "context is nested too deeply",
+                           {"fields": [{"field": "context", "message":
+                                        f"at most {self.settings.context_max_depth} levels"}]})
 
     async def _check_prerequisites(self, app_id: str, user_id: str, workflow_name: str) -> None:
         """Pack gating: every dependency needs a completed chat of this user (failed ones never count)."""
@@ -159,6 +182,19 @@ class SessionBroker:
                 "events": [{"type": e.type, "seq": e.seq, "chat_id": chat_id, "timestamp": e.timestamp,
                             "agent": e.agent, "data": e.data} for e in page],
                 "next_after_seq": page[-1].seq if len(events) > limit else None}
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, iteratively: a hostile body must not exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _iso(moment: datetime) -> str:

@@ -26,6 +26,7 @@ from broker.keys import (
     hmac_secret,
     key_fits,
     load_public_key,
+    require_numeric_dates,
     unverified_header,
 )
 from broker.runtime_token import RUNTIME_TOKEN_AUDIENCE, RUNTIME_TOKEN_TYP
@@ -80,6 +81,7 @@ class UserJwtVerifier:
                                  leeway=settings.user_jwt_leeway_s)
         except jwt.PyJWTError as exc:
             raise auth_error_from_jwt(exc) from None
+        require_numeric_dates(payload, "Token")
         aud = payload.get("aud")
         if aud == RUNTIME_TOKEN_AUDIENCE or (isinstance(aud, list) and RUNTIME_TOKEN_AUDIENCE in aud):
             raise AuthError("Runtime tokens are not accepted here")
@@ -107,9 +109,14 @@ class UserJwtVerifier:
         user_id = _claim(payload, settings.claim_user_id)
         if not isinstance(user_id, str) or not user_id.strip():
             raise AuthError(f"Token claim '{settings.claim_user_id}' (user id) must be a non-empty string")
+        app_id = _optional_str(payload, settings.claim_app_id) or settings.default_app_id
+        # Both are segments of the chat's WebSocket path, where a '/' can never be routed back.
+        for name, value in ((settings.claim_user_id, user_id), (settings.claim_app_id, app_id)):
+            if "/" in value:
+                raise AuthError(f"Token claim '{name}' must not contain '/'")
         return Identity(
             user_id=user_id,
-            app_id=_optional_str(payload, settings.claim_app_id) or settings.default_app_id,
+            app_id=app_id,
             tenant_id=_optional_str(payload, settings.claim_tenant_id),
             plan=_optional_str(payload, settings.claim_plan),
             roles=_roles(payload, settings.claim_roles),

@@ -19,7 +19,7 @@ _HTTP_CODES = {400: "invalid_request", 401: "unauthenticated", 403: "forbidden",
                429: "rate_limited"}
 
 
-def _envelope(status: int, code: str, message: str, details: dict | None = None,
+def envelope(status: int, code: str, message: str, details: dict | None = None,
               headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, "details": details or {}}},
                         status_code=status, headers=headers)
@@ -28,21 +28,21 @@ def _envelope(status: int, code: str, message: str, details: dict | None = None,
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg")}
                   for err in exc.errors()]
-        return _envelope(422, "invalid_request", "The request body is invalid", {"fields": fields})
+        return envelope(422, "invalid_request", "The request body is invalid", {"fields": fields})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return _envelope(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return envelope(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         correlation_id = uuid.uuid4().hex
         log.exception("internal error (correlation_id=%s)", correlation_id)
-        return _envelope(500, "internal_error", "Internal error", {"correlation_id": correlation_id})
+        return envelope(500, "internal_error", "Internal error", {"correlation_id": correlation_id})

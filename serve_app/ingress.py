@@ -24,9 +24,11 @@ from capabilities import Gate, load_registry, provider_factory
 from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
 )
+from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.errors import ApiError, unauthenticated
 from serve_app.chatui import ChatUi
 from serve_app.errors import install_error_handlers
+from serve_app.limits import BodyLimit
 from serve_app.logging_setup import configure_logging
 from serve_app.websocket import SocketSession
 from mozaiks.settings import Settings
@@ -63,6 +65,7 @@ class MozaiksIngress:
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
         self._init_lock = asyncio.Lock()
+        app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
         if settings.cors_allowed_origins:
             app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
                                allow_credentials=True, allow_methods=["GET", "POST"],
@@ -122,7 +125,7 @@ class MozaiksIngress:
 
     @app.get("/api/mozaiks/sessions/{chat_id}/events")
     async def events(self, chat_id: str, authorization: Annotated[str | None, Header()] = None,
-                     after_seq: Annotated[int, Query(ge=0)] = 0,
+                     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
         identity = await self.identity(authorization)
         return await (await self.broker()).events(identity, chat_id, after_seq, limit)

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.engine import StaleOwnerError
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
+from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.events import Ack, ChatMeta, Ping, ResumeBoundary, envelope
 from mozaiks.settings import Settings
 
@@ -154,18 +155,24 @@ class SocketSession:
             token = self.ws.query_params.get("access_token")
         if token is None:
             try:
-                raw = await asyncio.wait_for(self.ws.receive_text(), self.settings.ws_auth_timeout_s)
+                message = await asyncio.wait_for(self.ws.receive(), self.settings.ws_auth_timeout_s)
             except TimeoutError:
                 raise Close(4408, "authentication timeout") from None
-            frame = _parse(raw)
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            if message.get("text") is None:
+                raise Close(4400, "the auth frame must be a text frame")
+            frame = _parse(message["text"])
             if not frame or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
                 raise Close(4401, "expected an auth frame")
             token = frame["token"]
-            last_seq = frame.get("last_seq") if isinstance(frame.get("last_seq"), int) else None
+            if frame.get("last_seq") is not None:
+                last_seq = _seq(frame["last_seq"])
         await self._verify(token)
-        if last_seq is None:
-            raw_seq = self.ws.query_params.get("last_seq")
-            last_seq = int(raw_seq) if raw_seq and raw_seq.isdigit() else None
+        raw_seq = self.ws.query_params.get("last_seq")
+        if last_seq is None and raw_seq:
+            # Bounded before int(): Python refuses (ValueError) to parse over 4300 digits.
+            last_seq = _seq(int(raw_seq) if raw_seq.isdigit() and len(raw_seq) <= 20 else raw_seq)
         return last_seq
 
     async def _verify(self, token: str) -> RuntimeTokenClaims:
@@ -272,7 +279,7 @@ class SocketSession:
             return
         if kind == "client.resume":
             last = frame.get("last_seq")
-            if not isinstance(last, int) or last < 0:
+            if not _is_seq(last):
                 await self._ack(frame.get("id"), "rejected", "invalid_message: last_seq")
                 return
             await self._replay(last, None)
@@ -293,6 +300,16 @@ class SocketSession:
     async def _send(self, payload: str) -> None:
         async with self.send_lock:
             await self.ws.send_text(payload)
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
+
+
+def _seq(value: Any) -> int:
+    if not _is_seq(value):
+        raise Close(4400, "invalid last_seq")
+    return int(value)
 
 
 def _parse(raw: str) -> dict[str, Any] | None:

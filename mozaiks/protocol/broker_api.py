@@ -64,8 +64,9 @@ class CancelRequest(BaseModel):
 
 class RuntimeSessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    app_id: str = Field(min_length=1, max_length=128)
-    user_id: str = Field(min_length=1, max_length=128)
+    # Path segments of the chat's WebSocket URL, where a '/' could never be routed back.
+    app_id: str = Field(min_length=1, max_length=128, pattern=r"^[^/]+$")
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^/]+$")
     workflow_name: str = Field(min_length=1, max_length=128)
     chat_id: str | None = Field(default=None, max_length=128)
     context: dict[str, Any] | None = None

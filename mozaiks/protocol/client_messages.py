@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
 
 MessageId = Annotated[str, Field(min_length=1, max_length=128)]
+# Seqs are 64-bit signed integers in every store; a larger number is a client error, not a crash.
+MAX_SEQ = 2**63 - 1
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 class _Msg(BaseModel):
@@ -29,7 +32,7 @@ class UiToolResponse(_Msg):
 
 class ClientResume(_Msg):
     type: Literal["client.resume"]
-    last_seq: int = Field(ge=0)
+    last_seq: Seq
 
 
 class ChatCancel(_Msg):
@@ -41,7 +44,7 @@ class ChatCancel(_Msg):
 class Auth(_Msg):
     type: Literal["auth"]
     token: str
-    last_seq: int | None = None
+    last_seq: Seq | None = None
 
 
 class Ping(_Msg):

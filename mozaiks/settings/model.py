@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     ws_allow_query_token: bool = False
     cors_allowed_origins: list[str] = []
     ingress_max_ongoing_requests: int = 1000
+    # HTTP request limits (docs/security.md): larger bodies get 413, larger or deeper contexts 422.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    context_max_bytes: int = Field(default=64 * 1024, ge=2)
+    context_max_depth: int = Field(default=16, ge=1)
 
     # Session lifecycle
     warm_pool_size: int = 2
