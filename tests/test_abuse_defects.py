@@ -148,7 +148,8 @@ async def test_a_user_id_with_a_slash_is_refused_and_other_characters_route(http
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
 async def test_numeric_date_claims_given_as_strings_are_refused(http, claim):
     now = int(time.time())
-    payload = {"sub": "date-user", "iss": USER_ISSUER, "aud": USER_AUDIENCE, "iat": now - 10, "exp": now + 600}
+    payload = {"sub": "date-user", "iss": USER_ISSUER, "aud": USER_AUDIENCE, "iat": now - 10, "nbf": now - 10,
+               "exp": now + 600}
     payload[claim] = str(payload[claim])
     token = jwt.encode(payload, USER_SECRET, algorithm="HS256")
     r = await http.get("/api/mozaiks/sessions", headers={"Authorization": f"Bearer {token}"})
