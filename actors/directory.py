@@ -39,12 +39,11 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
+from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
 
-DIRECTORY_NAME = "mozaiks-session-directory"
-NAMESPACE = "mozaiks"
 # How many least-recently-used chats one activation asks before it gives up making room.
 EVICTION_CANDIDATES = 8
 # A chat whose session keeps crashing is re-activated automatically at most this often; after

@@ -20,6 +20,7 @@ import ray
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine
+from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.protocol.events import JourneyChat, JourneyNext, utc_now_iso
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
@@ -99,7 +100,4 @@ async def _start(chat: ChatRecord) -> None:
 
 
 def _directory() -> Any:
-    # Imported here: the directory module imports the session actor, which imports this module.
-    from actors.directory import DIRECTORY_NAME, NAMESPACE
-
     return ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)

@@ -13,7 +13,8 @@ from typing import Any
 import ray
 from ray import serve
 
-from actors.directory import NAMESPACE, get_directory
+from actors.directory import get_directory
+from actors.names import NAMESPACE
 from serve_app.ingress import build_app
 from serve_app.logging_setup import configure_logging
 from mozaiks.settings import Settings

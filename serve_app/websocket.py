@@ -19,6 +19,7 @@ from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
 from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.events import Ack, ChatMeta, Ping, ResumeBoundary, envelope
 from mozaiks.settings import Settings
+from serve_app import close_codes
 
 log = logging.getLogger("mozaiks.ws")
 
@@ -78,7 +79,7 @@ class SessionLink:
         except (*_ACTOR_GONE, StaleOwnerError):
             actor = await self.connect(dead=actor)
             if actor is None:
-                raise Close(4404, "chat not found") from None
+                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found") from None
             return await getattr(actor, method).remote(self.chat_id, *args)
 
     async def follow(self, gone: Any, crashed: bool) -> Any:
@@ -92,7 +93,7 @@ class SessionLink:
             exists, actor = await self.directory.follow.remote(self.app_id, self.user_id, self.chat_id, gone,
                                                                crashed, FOLLOW_WAIT_S)
             if not exists:
-                raise Close(4404, "chat not found")
+                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found")
             if actor is not None:
                 self.actor = actor
                 return actor
@@ -118,7 +119,7 @@ class SocketSession:
         try:
             last_seq = await self._authenticate(offered)
             if await self.link.connect() is None:
-                raise Close(4404, "chat not found")
+                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found")
             await self._serve(last_seq)
         except Close as close:
             await self._close(close.code, close.reason)
@@ -126,7 +127,7 @@ class SocketSession:
             pass
         except Exception:
             log.exception("websocket for chat %s failed", self.path["chat_id"])
-            await self._close(1011, "internal error")
+            await self._close(close_codes.INTERNAL_ERROR, "internal error")
         finally:
             if self.link.actor is not None:
                 try:
@@ -148,7 +149,7 @@ class SocketSession:
         # could forge any, so for them the runtime token is the whole check.
         # The runtime's own pages (/chat/) are same-origin: always allowed.
         if allowed and origin is not None and origin not in allowed and not _same_origin(origin, self.ws):
-            raise Close(4403, "origin not allowed")
+            raise Close(close_codes.FORBIDDEN, "origin not allowed")
         token = next((p.removeprefix("bearer.") for p in offered if p.startswith("bearer.")), None)
         last_seq: int | None = None
         if token is None and self.settings.ws_allow_query_token:
@@ -157,14 +158,14 @@ class SocketSession:
             try:
                 message = await asyncio.wait_for(self.ws.receive(), self.settings.ws_auth_timeout_s)
             except TimeoutError:
-                raise Close(4408, "authentication timeout") from None
+                raise Close(close_codes.AUTH_TIMEOUT, "authentication timeout") from None
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             if message.get("text") is None:
-                raise Close(4400, "the auth frame must be a text frame")
+                raise Close(close_codes.MALFORMED, "the auth frame must be a text frame")
             frame = _parse(message["text"])
             if not frame or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-                raise Close(4401, "expected an auth frame")
+                raise Close(close_codes.UNAUTHENTICATED, "expected an auth frame")
             token = frame["token"]
             if frame.get("last_seq") is not None:
                 last_seq = _seq(frame["last_seq"])
@@ -179,11 +180,11 @@ class SocketSession:
         try:
             claims = await self.verifier.verify(token)
         except AuthError:
-            raise Close(4401, "invalid or expired token") from None
+            raise Close(close_codes.UNAUTHENTICATED, "invalid or expired token") from None
         actual = {"workflow_name": claims.workflow_name, "app_id": claims.app_id, "chat_id": claims.chat_id,
                   "user_id": claims.sub}
         if actual != self.path:
-            raise Close(4403, "token does not match this chat")
+            raise Close(close_codes.FORBIDDEN, "token does not match this chat")
         self.token_exp = float(claims.exp)
         return claims
 
@@ -251,7 +252,7 @@ class SocketSession:
             raw = message.get("text") if message.get("text") is not None else (message.get("bytes") or b"").decode(
                 "utf-8", "replace")
             if len(raw.encode("utf-8")) > limit:
-                raise Close(1009, "frame too large")
+                raise Close(close_codes.FRAME_TOO_LARGE, "frame too large")
             await self._handle(raw)
 
     async def _handle(self, raw: str) -> None:
@@ -266,7 +267,7 @@ class SocketSession:
         if not self.bucket.take():
             self.violations += 1
             if self.violations > MAX_RATE_VIOLATIONS:
-                raise Close(4429, "rate limited")
+                raise Close(close_codes.RATE_LIMITED, "rate limited")
             await self._ack(frame.get("id"), "rejected", "rate_limited")
             return
         if kind == "auth":
@@ -291,7 +292,7 @@ class SocketSession:
         while True:
             remaining = self.token_exp - time.time()
             if remaining <= 0:
-                raise Close(4401, "token expired")
+                raise Close(close_codes.UNAUTHENTICATED, "token expired")
             await asyncio.sleep(min(remaining, 30.0))
 
     async def _ack(self, message_id: Any, status: str, reason: str | None) -> None:
@@ -308,7 +309,7 @@ def _is_seq(value: Any) -> bool:
 
 def _seq(value: Any) -> int:
     if not _is_seq(value):
-        raise Close(4400, "invalid last_seq")
+        raise Close(close_codes.MALFORMED, "invalid last_seq")
     return int(value)
 
 

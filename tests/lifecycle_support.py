@@ -18,7 +18,7 @@ import ray
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from actors.directory import DIRECTORY_NAME, NAMESPACE
+from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.client import Session
 
 # The first reply of the ``slow_turns`` test workflow to a message.

@@ -293,7 +293,7 @@ async def test_a_reactivated_session_gives_the_model_the_whole_history(broker_fo
 
     import ray
 
-    from actors.directory import DIRECTORY_NAME, NAMESPACE
+    from actors.names import DIRECTORY_NAME, NAMESPACE
 
     _openai_workflow(workflows_dir, "openai_resume", fake_model.base_url)
     fake_model.enqueue(FakeResponse(text="Hello there, I remember kettles."),

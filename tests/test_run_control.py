@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.directory import DIRECTORY_NAME, NAMESPACE
+from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.client import ChatConnection
 from tests.helpers import collect_until, durable, of_type
 
