@@ -10,13 +10,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.errors import ApiError, ErrorEnvelope
 
 log = logging.getLogger("mozaiks.http")
 
 _HTTP_CODES = {400: "invalid_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
                429: "rate_limited"}
+
+
+# What every route may answer besides success, for the OpenAPI document: all in the one envelope.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorEnvelope, "description": description} for status, description in {
+        401: "Missing or invalid credentials", 403: "Not entitled (gate refusal) or not yours",
+        404: "No such chat, workflow or route", 409: "Conflicts with the chat's state",
+        413: "Body too large", 422: "Invalid request (details.fields names each field)",
+        429: "Rate or budget limit reached", 500: "Internal error (details.correlation_id)",
+    }.items()
+}
 
 
 def envelope(status: int, code: str, message: str, details: dict | None = None,

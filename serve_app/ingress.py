@@ -27,7 +27,7 @@ from mozaiks.protocol.broker_api import (
 from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.errors import ApiError, unauthenticated
 from serve_app.chatui import ChatUi
-from serve_app.errors import install_error_handlers
+from serve_app.errors import ERROR_RESPONSES, install_error_handlers
 from serve_app.limits import BodyLimit
 from serve_app.logging_setup import configure_logging
 from serve_app.websocket import SocketSession
@@ -35,7 +35,8 @@ from mozaiks.settings import Settings
 from mozaiks.store import Store, open_store
 from workflows.catalog import WorkflowCatalog
 
-app = FastAPI(title="mozaiks runtime", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+app = FastAPI(title="mozaiks runtime", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+              responses=ERROR_RESPONSES)
 install_error_handlers(app)
 
 
