@@ -196,7 +196,7 @@ class SocketSession:
         if last_seq is not None:
             await self._replay(last_seq, meta["last_seq"])
         tasks = [asyncio.create_task(self._pump(offset)), asyncio.create_task(self._read()),
-                 asyncio.create_task(self._watch_expiry())]
+                 asyncio.create_task(self._watch_expiry()), asyncio.create_task(self._heartbeat())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -287,6 +287,12 @@ class SocketSession:
             return
         ack = await self.link.call("submit", frame)
         await self._ack(ack.get("id"), ack["status"], ack.get("reason"))
+
+    async def _heartbeat(self) -> None:
+        """An unsolicited ping now and then, so a client can tell a quiet chat from a dead link."""
+        while True:
+            await asyncio.sleep(self.settings.ws_ping_interval_s)
+            await self._send(envelope(self.path["chat_id"], Ping()))
 
     async def _watch_expiry(self) -> None:
         while True:

@@ -154,3 +154,13 @@ async def test_numeric_date_claims_given_as_strings_are_refused(http, claim):
     token = jwt.encode(payload, USER_SECRET, algorithm="HS256")
     r = await http.get("/api/mozaiks/sessions", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and "NumericDate" in r.json()["error"]["message"]
+
+
+async def test_the_server_pings_an_idle_socket(http, settings):
+    chat = await new_chat(http)
+    async with websockets.connect(chat["ws_url"], subprotocols=bearer(chat["runtime_token"])) as ws:  # type: ignore[arg-type]
+        await next_of(ws, "chat_meta")
+        async with asyncio.timeout(settings.ws_ping_interval_s + 10):
+            while (event := json.loads(await ws.recv()))["type"] != "ping":
+                pass
+        assert event["chat_id"] == chat["chat_id"]

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     ws_auth_timeout_s: float = 5.0
     ws_allowed_origins: list[str] = []
     ws_allow_query_token: bool = False
+    ws_ping_interval_s: float = Field(default=15.0, gt=0)  # server → client `ping` events
     cors_allowed_origins: list[str] = []
     ingress_max_ongoing_requests: int = 1000
     # HTTP request limits (docs/security.md): larger bodies get 413, larger or deeper contexts 422.
