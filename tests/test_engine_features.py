@@ -55,7 +55,14 @@ async def test_tools_fan_out_in_parallel_and_failures_do_not_end_the_run(broker_
 
 async def test_campaign_builder_completes_offline(broker_for):
     session, conn = await start(broker_for("campaigner"), "campaign_builder", "a solar-powered kettle")
-    events = await collect_until(conn, "chat.run_complete", timeout=60)
+    events = await collect_until(conn, "chat.tool_call", timeout=60)
+    while not events[-1]["data"].get("awaiting_response"):
+        events += await collect_until(conn, "chat.tool_call", timeout=60)
+    board = events[-1]["data"]
+    assert (board["component"], board["display"]) == ("CampaignBoard", "artifact")
+    assert board["props"]["product"] == "a solar-powered kettle"
+    assert (await conn.respond_ui(board["call_id"], {"decision": "approve"}))["status"] == "accepted"
+    events += await collect_until(conn, "chat.run_complete", timeout=60)
     await conn.close()
     assert events[-1]["data"]["status"] == "completed"
     plan = next(e for e in of_type(events, "chat.text") if e["agent"] == "Planner")
@@ -65,13 +72,15 @@ async def test_campaign_builder_completes_offline(broker_for):
                 for h in of_type(events, "chat.handoff")]
     assert handoffs == [("Planner", "Researcher", "after_work"), ("Researcher", "Copywriter", "llm"),
                         ("Copywriter", "Reviewer", "after_work"), ("Reviewer", "Copywriter", "after_work"),
-                        ("Copywriter", "Reviewer", "after_work")]
+                        ("Copywriter", "Reviewer", "after_work"), ("Reviewer", "Board", "condition")]
     speakers = [e["data"]["agent"] for e in of_type(events, "chat.select_speaker")]
     assert speakers[0] == "Planner" and speakers.count("Reviewer") == 2
     research = {e["data"]["name"]: e["data"] for e in of_type(events, "chat.tool_response")}
     assert research["market_research"]["result"]["demand"] == "growing"
     assert len(research["competitor_scan"]["result"]["competitors"]) == 3
-    assert {"variable": "approved", "value": True} in [e["data"] for e in of_type(events, "context_update")]
+    updates = [e["data"] for e in of_type(events, "context_update")]
+    assert {"variable": "approved", "value": True} in updates
+    assert {"variable": "board_review", "value": {"decision": "approve"}} in updates
     researcher_text = next(e for e in of_type(events, "chat.text") if e["agent"] == "Researcher")
     assert researcher_text["data"]["visibility"] == "trace"  # not one of the visual agents
 

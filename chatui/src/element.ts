@@ -472,7 +472,7 @@ export class MozaiksChat extends LitElement {
       <form class="composer" @submit=${this.onSubmit}>
         <label class="sr-only" for="composer">Message</label>
         <textarea id="composer" rows="1" placeholder=${tl?.openInput ? "Type your answer…" : "Type a message…"}
-                  ?disabled=${disabled} @keydown=${this.onComposerKey}></textarea>
+                  ?readonly=${disabled && !!conv?.socket} @keydown=${this.onComposerKey}></textarea>
         ${running
           ? html`<button type="button" class="danger" aria-label="Stop" @click=${() => this.stop("immediate")}>Stop</button>
                  <button type="button" aria-label="Stop after this turn" title="Stop after this turn"
@@ -611,6 +611,7 @@ export class MozaiksChat extends LitElement {
     event.preventDefault();
     const box = this.composer;
     if (!box) return;
+    if (!this.current?.socket || box.readOnly) return;
     const text = box.value;
     box.value = "";
     this.send(text);
