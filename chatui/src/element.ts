@@ -24,6 +24,7 @@ class Conversation {
   state: ConnectionState = "connecting";
   stateMessage: string | null = null;
   sentWhileRunning = new Set<string>();
+  replaying = false;  // between chat_meta and chat.resume_boundary: render once, at the boundary
   constructor(readonly workflow: string) {}
 }
 
@@ -259,8 +260,10 @@ export class MozaiksChat extends LitElement {
     }
     if (event.type === "chat.run_start" || event.type === "chat.run_complete") conv.sentWhileRunning.clear();
     if (event.type === "chat.run_complete") this.emit("mozaiks-run-complete", event.data);
+    if (event.type === "chat_meta") conv.replaying = (conv.socket?.lastSeq ?? 0) < (event.data.last_seq ?? 0);
+    if (event.type === "chat.resume_boundary") conv.replaying = false;
     this.emit("mozaiks-event", event);
-    this.scheduleRender();
+    if (!conv.replaying) this.scheduleRender();
   }
 
   private emit(type: string, detail: unknown): void {
@@ -476,7 +479,7 @@ export class MozaiksChat extends LitElement {
         ${running
           ? html`<button type="button" class="danger" aria-label="Stop" @click=${() => this.stop("immediate")}>Stop</button>
                  <button type="button" aria-label="Stop after this turn" title="Stop after this turn"
-                         @click=${() => this.stop("after_turn")}>⏭</button>`
+                         @click=${() => this.stop("after_turn")}>After turn</button>`
           : nothing}
         <button type="submit" class="primary" ?disabled=${disabled}>Send</button>
       </form>`;
