@@ -57,7 +57,10 @@ def runtime_settings(workdir: Path, port: int) -> Settings:
     shutil.copytree(REPO / "tests" / "workflows" / "cluster_lab", workflows / "cluster_lab")
     return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=port,
                     default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=2)
+                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=2,
+                    # Placement is what this scenario checks: no chat may passivate (and leave the
+                    # placement count) while ten creates crawl through a loaded 3-node cluster.
+                    idle_timeout_s=300.0)
 
 
 def user_token(user: str) -> str:
