@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ class JwksCache:
     """Signing keys of one JWKS URL. ``get_key`` (async) and ``get_key_sync`` share one cache."""
 
     def __init__(self, url: str, ttl_s: float = 300.0, min_refresh_interval_s: float = 15.0,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         parts = urlsplit(url)
         if parts.scheme != "https" and parts.hostname not in _LOOPBACK_HOSTS:
             # Whoever can alter this response can mint tokens we accept.
@@ -40,6 +41,7 @@ class JwksCache:
         self.ttl_s = ttl_s
         self.min_refresh_interval_s = min_refresh_interval_s
         self.timeout_s = timeout_s
+        self._clock = clock  # injectable so the refresh spacing can be tested without sleeping
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
@@ -75,7 +77,7 @@ class JwksCache:
         return key
 
     def _fresh(self, kid: str) -> SigningKey | None:
-        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > self.ttl_s
+        stale = self._fetched_at is None or self._clock() - self._fetched_at > self.ttl_s
         return None if stale else self._keys.get(kid)
 
     def _cached(self, kid: str) -> SigningKey:
@@ -90,7 +92,7 @@ class JwksCache:
     def _reserve_refresh(self) -> bool:
         """Claim the right to fetch now; False while the previous attempt is too recent."""
         with self._reserve_lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._last_attempt is not None and now - self._last_attempt < self.min_refresh_interval_s:
                 return False
             self._last_attempt = now
@@ -121,7 +123,7 @@ class JwksCache:
         if not keys:
             raise ValueError("JWKS holds no usable public signature key with a kid")
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
 
     def _log_failure(self, exc: Exception) -> None:
         logger.warning("JWKS refresh from %s failed (%s); keeping %d previously fetched keys",
