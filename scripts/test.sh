@@ -9,4 +9,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 \
     || echo "warning: chromium could not be installed; the browser tests will skip" >&2
 fi
+# The PostgreSQL store's tests start a throw-away local cluster from Debian's server binaries.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing postgresql for the store tests (apt)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >&2 \
+    || echo "warning: postgresql could not be installed; the PostgreSQL store tests will skip" >&2
+fi
 exec python -m pytest "$@"

@@ -1,4 +1,5 @@
-"""The store contract, run against every backend: SQLite always, MongoDB when a server is given."""
+"""The store contract, run against every backend: SQLite always, PostgreSQL when its server binaries
+are installed (a throw-away local cluster), MongoDB when a server is given."""
 
 from __future__ import annotations
 
@@ -6,34 +7,49 @@ import asyncio
 import multiprocessing
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
 from mozaiks.store import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
 from mozaiks.store.mongo import MongoStore
+from mozaiks.store.postgres import PostgresStore
 from mozaiks.store.sqlite import SQLiteStore
+from tests import pg_server
 
 MONGO_URL = os.environ.get("MOZAIKS_TEST_MONGO_URL")
+POSTGRES_UNAVAILABLE = pg_server.unavailable_reason()
 APP, USER = "app-1", "user-1"
 
 
 class Backend:
     """Opens stores on one database, as separate processes would, and cleans up after the test."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, postgres_server: str | None = None) -> None:
         self.kind = kind
+        self.postgres_server = postgres_server
         self.path = tmp_path / "store.db"
         self.database = f"mozaiks_test_{uuid4().hex[:12]}"
         self.opened: list[Store] = []
 
     async def open(self) -> Store:
-        store: Store = (MongoStore(MONGO_URL or "", self.database) if self.kind == "mongo"
-                        else SQLiteStore(str(self.path), inline=self.kind == "sqlite-inline"))
+        store: Store
+        if self.kind == "mongo":
+            store = MongoStore(MONGO_URL or "", self.database)
+        elif self.kind == "postgres":
+            assert self.postgres_server
+            if not self.opened:
+                admin = await asyncpg.connect(self.postgres_server)
+                await admin.execute(f"CREATE DATABASE {self.database}")
+                await admin.close()
+            store = PostgresStore(f"{self.postgres_server.rsplit('/', 1)[0]}/{self.database}")
+        else:
+            store = SQLiteStore(str(self.path), inline=self.kind == "sqlite-inline")
         await store.init()
         self.opened.append(store)
         return store
@@ -45,16 +61,33 @@ class Backend:
             admin: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(MONGO_URL)
             await admin.drop_database(self.database)
             await admin.close()
+        if self.kind == "postgres" and self.opened:
+            assert self.postgres_server
+            conn = await asyncpg.connect(self.postgres_server)
+            await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    if POSTGRES_UNAVAILABLE:
+        yield None
+        return
+    with pg_server.postgres_url() as url:
+        yield url
 
 
 @pytest.fixture(params=[
     pytest.param("sqlite"),
     pytest.param("sqlite-inline"),  # as session actors open it: on the caller's event loop
+    pytest.param("postgres", marks=pytest.mark.skipif(
+        POSTGRES_UNAVAILABLE is not None, reason=f"PostgreSQL: {POSTGRES_UNAVAILABLE}")),
     pytest.param("mongo", marks=[pytest.mark.mongo, pytest.mark.skipif(
         not MONGO_URL, reason="MOZAIKS_TEST_MONGO_URL not set: no MongoDB server on this machine")]),
 ])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    backend = Backend(request.param, tmp_path)
+    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    backend = Backend(request.param, tmp_path, server)
     try:
         yield backend
     finally:
