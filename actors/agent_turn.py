@@ -44,12 +44,17 @@ def build_request(workflow: Workflow, agent_name: str, model: ModelConfig, histo
         last_user_message=state.last_user_message or history.last_user_text())
 
 
+def shown_to_user(workflow: Workflow, agent_name: str) -> bool:
+    """Whether the user sees this agent's text (``visual_agents``); hidden text is trace only."""
+    visual = workflow.orchestrator.visual_agents
+    return not visual or agent_name in visual
+
+
 def text_events(workflow: Workflow, triggers: ContextTriggers, agent_name: str, message_id: str,
                 reply: ModelReply, partial: bool = False) -> list[EventSpec]:
-    visual = workflow.orchestrator.visual_agents
     content = reply.text if reply.text is not None else json.dumps(reply.structured)
     text = ChatText(message_id=message_id, agent=agent_name, role="assistant", content=content,
-                    visibility="trace" if visual and agent_name not in visual else "user")
+                    visibility="user" if shown_to_user(workflow, agent_name) else "trace")
     if partial:
         text.partial = True
     if reply.structured is not None:

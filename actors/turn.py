@@ -65,8 +65,10 @@ class AgentTurn:
         model = agent_turn.resolve_model(h.workflow, agent_name, h.settings)
         request = agent_turn.build_request(h.workflow, agent_name, model, h.history, h.state)
         message_id = new_id("msg")
+        shown = agent_turn.shown_to_user(h.workflow, agent_name)
+        # A hidden agent's text is trace only: streaming it would show the user what the log hides.
         buffer = DeltaBuffer(lambda text: h.publish_ephemeral(
-            agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text)),
+            agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text)) if shown else None,
             model_name=model.name or model.provider)
         try:
             reply = await self.host.providers.get(model).complete(request, buffer.on_delta)

@@ -138,8 +138,16 @@ export class Timeline {
         break;
       }
       case "chat.text": {
-        if (d.visibility === "trace") break;
         const key = `m:${d.message_id}`;
+        if (d.visibility === "trace") {
+          // Trace text is not for the user: drop anything a runtime streamed for it.
+          const streamed = this.byKey.get(key);
+          if (streamed) {
+            this.items = this.items.filter((i) => i !== streamed);
+            this.byKey.delete(key);
+          }
+          break;
+        }
         const item = this.get<MessageItem>(key);
         if (item) {
           item.content = d.content;  // the durable text replaces whatever was streamed
