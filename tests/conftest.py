@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -103,6 +104,17 @@ def user_token(user: str, app_id: str = APP_ID, ttl: int = 600, **claims: Any) -
     payload = {"sub": user, "app_id": app_id, "iss": USER_ISSUER, "aud": USER_AUDIENCE, "iat": now,
                "exp": now + ttl, **claims}
     return jwt.encode(payload, USER_SECRET, algorithm="HS256")
+
+
+def auth_header(user: str, app_id: str = APP_ID, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user_token(user, app_id, **claims)}"}
+
+
+@pytest.fixture
+async def http(runtime: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client of the session's runtime, for tests of the raw API."""
+    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture

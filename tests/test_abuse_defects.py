@@ -15,20 +15,14 @@ import jwt
 import pytest
 import websockets
 
-from tests.conftest import USER_AUDIENCE, USER_ISSUER, USER_SECRET, user_token
+from tests.conftest import USER_AUDIENCE, USER_ISSUER, USER_SECRET, auth_header
 from tests.helpers import refused_socket
 
 TOO_BIG = 2**63
 
 
-@pytest.fixture
-async def http(runtime):
-    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
-        yield client
-
-
 def auth(user: str = "abuse-user") -> dict[str, str]:
-    return {"Authorization": f"Bearer {user_token(user)}"}
+    return auth_header(user)
 
 
 async def new_chat(http: httpx.AsyncClient, user: str = "abuse-user") -> dict[str, Any]:

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 
-from tests.conftest import user_token
+from tests.conftest import auth_header
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-@pytest.fixture
-async def http(runtime):
-    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
-        yield client
-
-
 def auth(user: str = "shape-user") -> dict[str, str]:
-    return {"Authorization": f"Bearer {user_token(user)}"}
+    return auth_header(user)
 
 
 async def test_create_and_resume_shapes(http, settings):

@@ -6,30 +6,19 @@ import asyncio
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import user_token
+from tests.conftest import auth_header
 
 SESSIONS = "/api/mozaiks/sessions"
 
 
-@pytest.fixture
-async def http(runtime: Any) -> Any:
-    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
-        yield client
-
-
-def auth(user: str, **claims: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {user_token(user, **claims)}"}
-
-
 async def start(http: httpx.AsyncClient, workflow: str, user: str, chat_id: str | None = None,
                 **claims: Any) -> httpx.Response:
-    return await http.post(SESSIONS, json={"workflow_name": workflow, "chat_id": chat_id}, headers=auth(user, **claims))
+    return await http.post(SESSIONS, json={"workflow_name": workflow, "chat_id": chat_id}, headers=auth_header(user, **claims))
 
 
 async def listed(http: httpx.AsyncClient, user: str, **claims: Any) -> dict[str, dict[str, Any]]:
-    response = await http.get("/api/mozaiks/workflows", headers=auth(user, **claims))
+    response = await http.get("/api/mozaiks/workflows", headers=auth_header(user, **claims))
     return {w["name"]: w for w in response.json()["workflows"]}
 
 
@@ -50,9 +39,9 @@ async def test_gated_capability_is_refused_with_the_reason_then_allowed_after_th
 
     chat_id = upgraded.json()["chat_id"]  # after a downgrade neither resume nor reconnect is allowed
     assert error(await start(http, "gated_report", "gina", chat_id, plan="free"))[1] == "not_entitled"
-    token = await http.post(f"{SESSIONS}/{chat_id}/token", headers=auth("gina", plan="free"))
+    token = await http.post(f"{SESSIONS}/{chat_id}/token", headers=auth_header("gina", plan="free"))
     assert error(token)[1] == "not_entitled"
-    assert (await http.post(f"{SESSIONS}/{chat_id}/token", headers=auth("gina", plan="team"))).status_code == 200
+    assert (await http.post(f"{SESSIONS}/{chat_id}/token", headers=auth_header("gina", plan="team"))).status_code == 200
 
 
 async def test_disabled_admin_only_and_hidden_capabilities(http):

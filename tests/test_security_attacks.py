@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
@@ -41,12 +40,6 @@ def unsigned(payload: dict[str, Any], alg: str = "none", **header: Any) -> str:
 
 def hs256(payload: dict[str, Any]) -> str:
     return jwt.encode(payload, USER_SECRET, algorithm="HS256")
-
-
-@pytest.fixture
-async def http(runtime: Any) -> Any:
-    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 
@@ -121,12 +120,6 @@ async def test_an_expired_token_closes_4401_unless_the_client_reauthenticates(ch
     code, acks = await asyncio.gather(lapses(), renews())
     assert code == 4401
     assert [a["status"] for a in acks] == ["rejected", "accepted"]
-
-
-@pytest.fixture
-async def http(runtime: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=runtime.http_url, timeout=30) as client:
-        yield client
 
 
 async def test_cors_answers_only_the_allowlisted_origin(http):
