@@ -17,6 +17,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from mozaiks.store import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
+from mozaiks.store.base import ChildLink, FanOutRecord
 from mozaiks.store.mongo import MongoStore
 from mozaiks.store.postgres import PostgresStore
 from mozaiks.store.sqlite import SQLiteStore
@@ -399,6 +400,39 @@ async def test_subscriptions_set_change_end_and_stay_scoped(store: Store) -> Non
     assert await store.get_subscription(APP, USER) is None
     assert await store.get_subscription("app-2", USER) == "team"
 
+
+# -- fan-outs ----------------------------------------------------------------------------------------
+
+def make_fanout(fanout_id: str = "fo-1", user_id: str = USER) -> FanOutRecord:
+    return FanOutRecord(fanout_id=fanout_id, app_id=APP, user_id=user_id, parent_chat_id="chat-1", journey_id="j",
+                        created_at="2026-01-01T00:00:00Z",
+                        children=[ChildLink(index=i, chat_id=f"child-{i}", workflow_name="wf", key=str(i))
+                                  for i in range(2)])
+
+
+async def test_a_fanout_is_created_once_and_stays_scoped(store: Store) -> None:
+    created = await store.create_fanout(make_fanout())
+    again = await store.create_fanout(make_fanout().model_copy(update={"journey_id": "other"}))
+    assert again == created == await store.get_fanout(APP, USER, "fo-1")
+    assert await store.get_fanout(APP, "user-2", "fo-1") is None
+    with pytest.raises(KeyError):
+        await store.set_child_status(APP, "user-2", "fo-1", 0, "completed")
+
+
+async def test_a_child_ends_exactly_once(store: Store) -> None:
+    await store.create_fanout(make_fanout())
+    assert (await store.set_child_status(APP, USER, "fo-1", 0, "running", only_from=("pending",)))[0]
+    assert not (await store.set_child_status(APP, USER, "fo-1", 0, "running", only_from=("pending",)))[0]
+    results = await asyncio.gather(*(store.set_child_status(APP, USER, "fo-1", 0, status, result={"by": status})
+                                     for status in ("completed", "failed", "timed_out", "cancelled")))
+    [(_, winner)] = [r for r in results if r[0]]
+    ended = winner.children[0]
+    assert ended.status in ("completed", "failed", "timed_out", "cancelled") and ended.result == {"by": ended.status}
+    stored = await store.get_fanout(APP, USER, "fo-1")
+    assert stored is not None and stored.children[0] == ended and stored.children[1].status == "pending"
+    with_error = await store.set_child_status(APP, USER, "fo-1", 1, "failed", error="boom")
+    assert with_error[1].children[1].error == "boom"
+
 async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     store = await backend.open()
     await store.create_chat(make_chat(), idempotency_key="k")
@@ -406,6 +440,8 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     await store.append(APP, USER, "chat-1", epoch, make_events(1, 2), snapshot={"n": 2}, phase="waiting_input",
                        client_message_id="m1", usage=[make_usage()])
     await store.counter_add("k", 4)
+    await store.create_fanout(make_fanout())
+    await store.set_child_status(APP, USER, "fo-1", 1, "completed", result="done")
     before = await store.get_chat(APP, USER, "chat-1")
     await store.close()
 
@@ -414,6 +450,8 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     assert [e.seq for e in await reopened.read_events(APP, USER, "chat-1")] == [1, 2]
     assert (await reopened.usage_totals(APP))["total_tokens"] == 30
     assert await reopened.counter_get("k") == 4
+    fanout = await reopened.get_fanout(APP, USER, "fo-1")
+    assert fanout is not None and fanout.children[1].result == "done"
     assert (await reopened.create_chat(make_chat("chat-2"), idempotency_key="k"))[1] is False
     with pytest.raises(DuplicateMessageError):
         await reopened.append(APP, USER, "chat-1", epoch, make_events(3, 1), client_message_id="m1")

@@ -8,11 +8,11 @@ its callers' care).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fanouts
 
 
 class FencedError(Exception):
@@ -59,6 +59,44 @@ class UsageRecord(BaseModel):
     completion_tokens: int
     total_tokens: int
     timestamp: str
+
+
+ChildStatus = Literal["pending", "running", "completed", "failed", "cancelled", "timed_out"]
+CHILD_ENDED: tuple[ChildStatus, ...] = ("completed", "failed", "cancelled", "timed_out")
+
+
+class ChildLink(BaseModel):
+    """One child chat of a fan-out, and how it ended."""
+
+    index: int
+    chat_id: str
+    workflow_name: str
+    key: str  # the child's name in structured / deep merges
+    status: ChildStatus = "pending"
+    result: Any = None  # the child's last structured output, else its last agent text
+    error: str | None = None
+
+
+class FanOutRecord(BaseModel):
+    """A parent chat waiting for its children: who they are and each one's outcome. Written by
+    the parent when it fans out; each child's outcome is set once (``set_child_status``)."""
+
+    fanout_id: str
+    app_id: str
+    user_id: str
+    parent_chat_id: str
+    journey_id: str
+    created_at: str
+    children: list[ChildLink]
+
+    def with_child(self, index: int, status: ChildStatus, result: Any, error: str | None,
+                   only_from: tuple[ChildStatus, ...]) -> FanOutRecord | None:
+        """This record with one child's status changed, or None if that child is not in ``only_from``."""
+        if not 0 <= index < len(self.children) or self.children[index].status not in only_from:
+            return None
+        children = list(self.children)
+        children[index] = children[index].model_copy(update={"status": status, "result": result, "error": error})
+        return self.model_copy(update={"children": children})
 
 
 class Store(ABC):
@@ -135,3 +173,19 @@ class Store(ABC):
     @abstractmethod
     async def set_subscription(self, app_id: str, user_id: str, plan: str | None) -> None:
         """Set (or with None, end) the user's plan in this app."""
+
+    # -- fan-outs (a parent chat's children) ------------------------------------------------------
+    @abstractmethod
+    async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:
+        """Insert a fan-out; if its id exists for the same app+user, return the stored one unchanged."""
+
+    @abstractmethod
+    async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None: ...
+
+    @abstractmethod
+    async def set_child_status(self, app_id: str, user_id: str, fanout_id: str, index: int, status: ChildStatus,
+                               *, result: Any = None, error: str | None = None,
+                               only_from: tuple[ChildStatus, ...] = ("pending", "running")) -> tuple[bool, FanOutRecord]:
+        """Atomically set one child's status (and result/error) if its status is in ``only_from``:
+        of two racing writers exactly one changes it. Returns whether this call did, and the record
+        as stored after it. KeyError if the fan-out is absent for this app+user."""

@@ -38,7 +38,8 @@ from mozaiks.store._shared import (
     USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
+    UsageRecord,
 )
 
 Doc = dict[str, Any]
@@ -238,6 +239,41 @@ class MongoStore(Store):
         except DuplicateKeyError:
             # Two upserts raced to create it; the document exists now, so a plain update lands.
             await self._db.subscriptions.update_one(owner, change)
+
+
+    # -- fan-outs ------------------------------------------------------------------------------
+    # A fan-out is read and changed whole (a handful of children), so it is one JSON string in
+    # its document: a child's result may hold keys MongoDB refuses as field names.
+    async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:
+        with contextlib.suppress(DuplicateKeyError):
+            await self._db.fanouts.insert_one({"_id": fanout.fanout_id, "app_id": fanout.app_id,
+                                               "user_id": fanout.user_id, "parent_chat_id": fanout.parent_chat_id,
+                                               "body": fanout.model_dump_json()})
+        found = await self.get_fanout(fanout.app_id, fanout.user_id, fanout.fanout_id)
+        if found is None:
+            raise ValueError(f"fan-out {fanout.fanout_id} belongs to another app or user")
+        return found
+
+    async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
+        doc = await self._db.fanouts.find_one(_owned(app_id, user_id, fanout_id))
+        return None if doc is None else FanOutRecord.model_validate_json(doc["body"])
+
+    async def set_child_status(self, app_id: str, user_id: str, fanout_id: str, index: int, status: ChildStatus,
+                               *, result: Any = None, error: str | None = None,
+                               only_from: tuple[ChildStatus, ...] = ("pending", "running")) -> tuple[bool, FanOutRecord]:
+        while True:
+            doc = await self._db.fanouts.find_one(_owned(app_id, user_id, fanout_id))
+            if doc is None:
+                raise KeyError(fanout_id)
+            found = FanOutRecord.model_validate_json(doc["body"])
+            changed = found.with_child(index, status, result, error, only_from)
+            if changed is None:
+                return False, found
+            # Compare-and-set on the body read: a racing writer's change makes this match nothing.
+            written = await self._db.fanouts.update_one({"_id": fanout_id, "body": doc["body"]},
+                                                        {"$set": {"body": changed.model_dump_json()}})
+            if written.modified_count:
+                return True, changed
 
 
 def _owned(app_id: str, user_id: str, chat_id: str) -> Doc:

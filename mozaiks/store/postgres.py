@@ -22,7 +22,8 @@ from mozaiks.store._shared import (
     USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
+    UsageRecord,
 )
 
 # Version N's steps bring a database from N-1 to N.
@@ -88,6 +89,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             plan TEXT NOT NULL,
             updated_at TEXT NOT NULL,
             PRIMARY KEY (app_id, user_id)
+        )""",
+    ),
+    2: (
+        # A fan-out is read and changed whole (a handful of children), so it is one JSON document.
+        """CREATE TABLE IF NOT EXISTS fanouts (
+            fanout_id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            parent_chat_id TEXT NOT NULL,
+            body TEXT NOT NULL
         )""",
     ),
 }
@@ -307,3 +318,37 @@ class PostgresStore(Store):
             "INSERT INTO subscriptions (app_id, user_id, plan, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (app_id, user_id) DO UPDATE SET plan = excluded.plan, updated_at = excluded.updated_at",
             app_id, user_id, plan, utc_now())
+
+    # -- fan-outs ----------------------------------------------------------------------------
+    async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:
+        pool = await self._connections()
+        await pool.execute("INSERT INTO fanouts (fanout_id, app_id, user_id, parent_chat_id, body) "
+                           "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (fanout_id) DO NOTHING",
+                           fanout.fanout_id, fanout.app_id, fanout.user_id, fanout.parent_chat_id,
+                           fanout.model_dump_json())
+        found = await self.get_fanout(fanout.app_id, fanout.user_id, fanout.fanout_id)
+        if found is None:
+            raise ValueError(f"fan-out {fanout.fanout_id} belongs to another app or user")
+        return found
+
+    async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
+        pool = await self._connections()
+        body = await pool.fetchval("SELECT body FROM fanouts WHERE fanout_id = $1 AND app_id = $2 AND user_id = $3",
+                                   fanout_id, app_id, user_id)
+        return None if body is None else FanOutRecord.model_validate_json(body)
+
+    async def set_child_status(self, app_id: str, user_id: str, fanout_id: str, index: int, status: ChildStatus,
+                               *, result: Any = None, error: str | None = None,
+                               only_from: tuple[ChildStatus, ...] = ("pending", "running")) -> tuple[bool, FanOutRecord]:
+        pool = await self._connections()
+        async with pool.acquire() as conn, conn.transaction():
+            body = await conn.fetchval("SELECT body FROM fanouts WHERE fanout_id = $1 AND app_id = $2 AND user_id = $3 "
+                                       "FOR UPDATE", fanout_id, app_id, user_id)
+            if body is None:
+                raise KeyError(fanout_id)
+            found = FanOutRecord.model_validate_json(body)
+            changed = found.with_child(index, status, result, error, only_from)
+            if changed is None:
+                return False, found
+            await conn.execute("UPDATE fanouts SET body = $1 WHERE fanout_id = $2", changed.model_dump_json(), fanout_id)
+            return True, changed

@@ -22,7 +22,8 @@ from mozaiks.store._shared import (
     USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
+    UsageRecord,
 )
 
 T = TypeVar("T")
@@ -95,6 +96,14 @@ _SCHEMA = (
         plan TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (app_id, user_id)
+    ) WITHOUT ROWID""",
+    # A fan-out is read and changed whole (a handful of children), so it is one JSON document.
+    """CREATE TABLE IF NOT EXISTS fanouts (
+        fanout_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        parent_chat_id TEXT NOT NULL,
+        body TEXT NOT NULL
     ) WITHOUT ROWID""",
 )
 
@@ -394,3 +403,40 @@ class SQLiteStore(Store):
                          "updated_at = excluded.updated_at", (app_id, user_id, plan, utc_now()))
 
         await self._write(work)
+
+    # -- fan-outs ----------------------------------------------------------------------------
+    async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:
+        def work(conn: sqlite3.Connection) -> FanOutRecord:
+            found = _fanout_row(conn, fanout.app_id, fanout.user_id, fanout.fanout_id)
+            if found is not None:
+                return found
+            conn.execute("INSERT INTO fanouts (fanout_id, app_id, user_id, parent_chat_id, body) VALUES (?, ?, ?, ?, ?)",
+                         (fanout.fanout_id, fanout.app_id, fanout.user_id, fanout.parent_chat_id,
+                          fanout.model_dump_json()))
+            return fanout
+
+        return await self._write(work)
+
+    async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
+        return await self._read(lambda conn: _fanout_row(conn, app_id, user_id, fanout_id))
+
+    async def set_child_status(self, app_id: str, user_id: str, fanout_id: str, index: int, status: ChildStatus,
+                               *, result: Any = None, error: str | None = None,
+                               only_from: tuple[ChildStatus, ...] = ("pending", "running")) -> tuple[bool, FanOutRecord]:
+        def work(conn: sqlite3.Connection) -> tuple[bool, FanOutRecord]:
+            found = _fanout_row(conn, app_id, user_id, fanout_id)
+            if found is None:
+                raise KeyError(fanout_id)
+            changed = found.with_child(index, status, result, error, only_from)
+            if changed is None:
+                return False, found
+            conn.execute("UPDATE fanouts SET body = ? WHERE fanout_id = ?", (changed.model_dump_json(), fanout_id))
+            return True, changed
+
+        return await self._write(work)
+
+
+def _fanout_row(conn: sqlite3.Connection, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
+    row = conn.execute("SELECT body FROM fanouts WHERE fanout_id = ? AND app_id = ? AND user_id = ?",
+                       (fanout_id, app_id, user_id)).fetchone()
+    return None if row is None else FanOutRecord.model_validate_json(row[0])
