@@ -16,7 +16,9 @@ import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
-from mozaiks.store import ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord
+from mozaiks.store import (
+    ChatRecord, DuplicateMessageError, FencedError, InstalledWorkflow, Store, StoredEvent, UsageRecord,
+)
 from mozaiks.store.base import ChildLink, FanOutRecord
 from mozaiks.store.mongo import MongoStore
 from mozaiks.store.postgres import PostgresStore
@@ -433,6 +435,33 @@ async def test_a_child_ends_exactly_once(store: Store) -> None:
     with_error = await store.set_child_status(APP, USER, "fo-1", 1, "failed", error="boom")
     assert with_error[1].children[1].error == "boom"
 
+
+# -- installed workflows ---------------------------------------------------------------------------
+
+def make_installed(name: str = "generated", app_id: str = APP, version: str = "v1") -> InstalledWorkflow:
+    # Keys and values a document store might choke on: dots, "$", nesting as text.
+    files = {"orchestrator.json": '{"name": "%s"}' % name, "tools/$odd.name.py": "X = {'$ref': 1}\n"}
+    return InstalledWorkflow(app_id=app_id, name=name, version=version, files=files,
+                             capability={"gated": True, "allowed_plans": ["pro"]}, installed_by="service",
+                             installed_at="2026-01-01T00:00:00.000000Z")
+
+
+async def test_installed_workflows_replace_list_delete_and_stay_scoped(store: Store) -> None:
+    assert await store.get_installed_workflow(APP, "generated") is None
+    await store.put_installed_workflow(make_installed())
+    await store.put_installed_workflow(make_installed(version="v2"))  # a re-install replaces
+    await store.put_installed_workflow(make_installed("another"))
+    await store.put_installed_workflow(make_installed(app_id="app-2", version="theirs"))
+    assert await store.get_installed_workflow(APP, "generated") == make_installed(version="v2")
+    assert [w.name for w in await store.list_installed_workflows(APP)] == ["another", "generated"]
+    assert (await store.get_installed_workflow("app-2", "generated")).version == "theirs"  # type: ignore[union-attr]
+    assert await store.delete_installed_workflow(APP, "generated") is True
+    assert await store.delete_installed_workflow(APP, "generated") is False
+    assert await store.get_installed_workflow(APP, "generated") is None
+    assert await store.get_installed_workflow("app-2", "generated") is not None
+    assert await store.list_installed_workflows("app-3") == []
+
+
 async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     store = await backend.open()
     await store.create_chat(make_chat(), idempotency_key="k")
@@ -442,6 +471,7 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     await store.counter_add("k", 4)
     await store.create_fanout(make_fanout())
     await store.set_child_status(APP, USER, "fo-1", 1, "completed", result="done")
+    await store.put_installed_workflow(make_installed())
     before = await store.get_chat(APP, USER, "chat-1")
     await store.close()
 
@@ -452,6 +482,7 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     assert await reopened.counter_get("k") == 4
     fanout = await reopened.get_fanout(APP, USER, "fo-1")
     assert fanout is not None and fanout.children[1].result == "done"
+    assert await reopened.get_installed_workflow(APP, "generated") == make_installed()
     assert (await reopened.create_chat(make_chat("chat-2"), idempotency_key="k"))[1] is False
     with pytest.raises(DuplicateMessageError):
         await reopened.append(APP, USER, "chat-1", epoch, make_events(3, 1), client_message_id="m1")

@@ -1,10 +1,12 @@
-"""Durable state: chats, their event logs and snapshots, usage, counters. SQLite, PostgreSQL or MongoDB."""
+"""Durable state: chats, their event logs and snapshots, usage, counters, fan-outs, installed workflows.
+SQLite, PostgreSQL or MongoDB."""
 
 from mozaiks.store.base import (
-    ChatRecord, DuplicateMessageError, FencedError, Store, StoredEvent, UsageRecord,
+    ChatRecord, DuplicateMessageError, FencedError, InstalledWorkflow, Store, StoredEvent, UsageRecord,
 )
 
-__all__ = ["ChatRecord", "DuplicateMessageError", "FencedError", "Store", "StoredEvent", "UsageRecord", "open_store"]
+__all__ = ["ChatRecord", "DuplicateMessageError", "FencedError", "InstalledWorkflow", "Store", "StoredEvent",
+           "UsageRecord", "open_store"]
 
 
 def open_store(url: str, *, single_chat: bool = False) -> Store:

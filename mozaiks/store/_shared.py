@@ -1,4 +1,5 @@
-"""What both backends share: timestamp form, the list cursor, and the checks an append makes."""
+"""What the backends share: timestamp form, the list cursor, the checks an append makes, and the
+row form of an installed workflow."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
+from typing import Any
 
-from mozaiks.store.base import StoredEvent, UsageRecord
+from mozaiks.store.base import InstalledWorkflow, StoredEvent, UsageRecord
 
 MAX_PAGE = 100
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -60,3 +62,28 @@ def check_usage(usage: list[UsageRecord], app_id: str, user_id: str, chat_id: st
     for row in usage:
         if (row.app_id, row.user_id, row.chat_id) != (app_id, user_id, chat_id):
             raise ValueError(f"usage row for {row.app_id}/{row.user_id}/{row.chat_id} appended to chat {chat_id}")
+
+
+# The same in SQLite and PostgreSQL: text columns only, the maps as JSON text.
+INSTALLED_TABLE = """CREATE TABLE IF NOT EXISTS installed_workflows (
+    app_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    files TEXT NOT NULL,
+    capability TEXT NOT NULL,
+    installed_by TEXT NOT NULL,
+    installed_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, name)
+)"""
+INSTALLED_COLUMNS = "app_id, name, version, files, capability, installed_by, installed_at"
+
+
+def installed_row(record: InstalledWorkflow) -> tuple[str, ...]:
+    """The record in INSTALLED_COLUMNS order, its maps as JSON text (as the chat's payloads are)."""
+    return (record.app_id, record.name, record.version, json.dumps(record.files, separators=(",", ":")),
+            json.dumps(record.capability, separators=(",", ":")), record.installed_by, record.installed_at)
+
+
+def installed_record(row: dict[str, Any]) -> InstalledWorkflow:
+    return InstalledWorkflow.model_validate(
+        {**row, "files": json.loads(row["files"]), "capability": json.loads(row["capability"])})

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 2  # 2: fanouts
+SCHEMA_VERSION = 3  # 2: fanouts, 3: installed_workflows
 
 
 class FencedError(Exception):
@@ -97,6 +97,20 @@ class FanOutRecord(BaseModel):
         children = list(self.children)
         children[index] = children[index].model_copy(update={"status": status, "result": result, "error": error})
         return self.model_copy(update={"children": children})
+
+
+class InstalledWorkflow(BaseModel):
+    """A workflow installed at runtime (``PUT /api/runtime/workflows/{name}`` or a generator's tool),
+    usable by the one app that installed it. ``version`` addresses the content: the same files give
+    the same version on every node."""
+
+    app_id: str
+    name: str
+    version: str
+    files: dict[str, str]  # relative path -> text content, exactly as validated
+    capability: dict[str, Any] = Field(default_factory=dict)  # CapabilitySpec fields but `workflow`
+    installed_by: str  # "service" or "workflow:<generator>/<chat_id>"
+    installed_at: str
 
 
 class Store(ABC):
@@ -189,3 +203,19 @@ class Store(ABC):
         """Atomically set one child's status (and result/error) if its status is in ``only_from``:
         of two racing writers exactly one changes it. Returns whether this call did, and the record
         as stored after it. KeyError if the fan-out is absent for this app+user."""
+
+    # -- installed workflows (app-scoped) ---------------------------------------------------------
+    @abstractmethod
+    async def put_installed_workflow(self, record: InstalledWorkflow) -> None:
+        """Insert or replace the app's workflow of that name, atomically."""
+
+    @abstractmethod
+    async def get_installed_workflow(self, app_id: str, name: str) -> InstalledWorkflow | None: ...
+
+    @abstractmethod
+    async def list_installed_workflows(self, app_id: str) -> list[InstalledWorkflow]:
+        """This app's installed workflows, by name."""
+
+    @abstractmethod
+    async def delete_installed_workflow(self, app_id: str, name: str) -> bool:
+        """Remove it; whether there was one."""

@@ -35,16 +35,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from mozaiks.store._shared import (
-    USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
+    INSTALLED_COLUMNS, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, installed_record,
+    installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
-    UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
+    Store, StoredEvent, UsageRecord,
 )
 
 Doc = dict[str, Any]
 _DUPLICATE_KEY = 11000
 _NO_IDEMPOTENCY_KEY = {"idempotency_key": False}
+_INSTALLED_FIELDS = tuple(INSTALLED_COLUMNS.split(", "))
 
 
 def _dump(value: dict[str, Any]) -> str:
@@ -92,6 +94,8 @@ class MongoStore(Store):
         ])
         await db.subscriptions.create_indexes(
             [IndexModel([("app_id", 1), ("user_id", 1)], name="by_user", unique=True)])
+        await db.installed_workflows.create_indexes(
+            [IndexModel([("app_id", 1), ("name", 1)], name="by_name", unique=True)])
         hello = await self._client.admin.command("hello")
         self._transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
 
@@ -240,6 +244,27 @@ class MongoStore(Store):
             # Two upserts raced to create it; the document exists now, so a plain update lands.
             await self._db.subscriptions.update_one(owner, change)
 
+    # -- installed workflows -------------------------------------------------------------------
+    async def put_installed_workflow(self, record: InstalledWorkflow) -> None:
+        # The same row form as the SQL stores: the files' JSON text keeps "$"/"." in names storable.
+        doc = dict(zip(_INSTALLED_FIELDS, installed_row(record), strict=True))
+        owner = {"app_id": record.app_id, "name": record.name}
+        try:
+            await self._db.installed_workflows.replace_one(owner, doc, upsert=True)
+        except DuplicateKeyError:  # two upserts raced to create it; now it exists, a replace lands
+            await self._db.installed_workflows.replace_one(owner, doc)
+
+    async def get_installed_workflow(self, app_id: str, name: str) -> InstalledWorkflow | None:
+        doc = await self._db.installed_workflows.find_one({"app_id": app_id, "name": name}, {"_id": 0})
+        return None if doc is None else installed_record(doc)
+
+    async def list_installed_workflows(self, app_id: str) -> list[InstalledWorkflow]:
+        cursor = self._db.installed_workflows.find({"app_id": app_id}, {"_id": 0}).sort("name", 1)
+        return [installed_record(doc) async for doc in cursor]
+
+    async def delete_installed_workflow(self, app_id: str, name: str) -> bool:
+        result = await self._db.installed_workflows.delete_one({"app_id": app_id, "name": name})
+        return result.deleted_count > 0
 
     # -- fan-outs ------------------------------------------------------------------------------
     # A fan-out is read and changed whole (a handful of children), so it is one JSON string in

@@ -19,11 +19,12 @@ from typing import Any
 import asyncpg
 
 from mozaiks.store._shared import (
-    USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
+    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
+    installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
-    UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
+    Store, StoredEvent, UsageRecord,
 )
 
 # Version N's steps bring a database from N-1 to N.
@@ -101,6 +102,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             body TEXT NOT NULL
         )""",
     ),
+    3: (INSTALLED_TABLE,),
 }
 _MIGRATION_LOCK = 0x6D6F7A61  # advisory lock key: one migrating process at a time
 
@@ -352,3 +354,29 @@ class PostgresStore(Store):
                 return False, found
             await conn.execute("UPDATE fanouts SET body = $1 WHERE fanout_id = $2", changed.model_dump_json(), fanout_id)
             return True, changed
+
+    # -- installed workflows -------------------------------------------------------------------
+    async def put_installed_workflow(self, record: InstalledWorkflow) -> None:
+        pool = await self._connections()
+        await pool.execute(
+            f"INSERT INTO installed_workflows ({INSTALLED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (app_id, name) DO UPDATE SET version = excluded.version, files = excluded.files, "
+            "capability = excluded.capability, installed_by = excluded.installed_by, "
+            "installed_at = excluded.installed_at", *installed_row(record))
+
+    async def get_installed_workflow(self, app_id: str, name: str) -> InstalledWorkflow | None:
+        pool = await self._connections()
+        row = await pool.fetchrow(f"SELECT {INSTALLED_COLUMNS} FROM installed_workflows "
+                                  "WHERE app_id = $1 AND name = $2", app_id, name)
+        return None if row is None else installed_record(dict(row))
+
+    async def list_installed_workflows(self, app_id: str) -> list[InstalledWorkflow]:
+        pool = await self._connections()
+        rows = await pool.fetch(f"SELECT {INSTALLED_COLUMNS} FROM installed_workflows WHERE app_id = $1 "
+                                "ORDER BY name", app_id)
+        return [installed_record(dict(row)) for row in rows]
+
+    async def delete_installed_workflow(self, app_id: str, name: str) -> bool:
+        pool = await self._connections()
+        status = await pool.execute("DELETE FROM installed_workflows WHERE app_id = $1 AND name = $2", app_id, name)
+        return status != "DELETE 0"

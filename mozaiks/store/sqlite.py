@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mozaiks.store._shared import (
-    USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, normalize_ts, page_size, utc_now,
+    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
+    installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
-    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, Store, StoredEvent,
-    UsageRecord,
+    SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
+    Store, StoredEvent, UsageRecord,
 )
 
 T = TypeVar("T")
@@ -105,6 +106,7 @@ _SCHEMA = (
         parent_chat_id TEXT NOT NULL,
         body TEXT NOT NULL
     ) WITHOUT ROWID""",
+    INSTALLED_TABLE + " WITHOUT ROWID",
 )
 
 _CHAT_COLUMNS = ("chat_id, app_id, user_id, workflow_name, status, phase, created_at, updated_at, epoch, "
@@ -432,6 +434,39 @@ class SQLiteStore(Store):
                 return False, found
             conn.execute("UPDATE fanouts SET body = ? WHERE fanout_id = ?", (changed.model_dump_json(), fanout_id))
             return True, changed
+
+        return await self._write(work)
+
+    # -- installed workflows -------------------------------------------------------------------
+    async def put_installed_workflow(self, record: InstalledWorkflow) -> None:
+        row = installed_row(record)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO installed_workflows ({INSTALLED_COLUMNS}) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+        await self._write(work)
+
+    async def get_installed_workflow(self, app_id: str, name: str) -> InstalledWorkflow | None:
+        def work(conn: sqlite3.Connection) -> InstalledWorkflow | None:
+            row = conn.execute(f"SELECT {INSTALLED_COLUMNS} FROM installed_workflows WHERE app_id = ? AND name = ?",
+                               (app_id, name)).fetchone()
+            return None if row is None else installed_record(dict(row))
+
+        return await self._read(work)
+
+    async def list_installed_workflows(self, app_id: str) -> list[InstalledWorkflow]:
+        def work(conn: sqlite3.Connection) -> list[InstalledWorkflow]:
+            rows = conn.execute(f"SELECT {INSTALLED_COLUMNS} FROM installed_workflows WHERE app_id = ? "
+                                "ORDER BY name", (app_id,)).fetchall()
+            return [installed_record(dict(row)) for row in rows]
+
+        return await self._read(work)
+
+    async def delete_installed_workflow(self, app_id: str, name: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM installed_workflows WHERE app_id = ? AND name = ?", (app_id, name))
+            return cursor.rowcount > 0
 
         return await self._write(work)
 
