@@ -28,12 +28,14 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
-from actors.engine import SessionEngine, StaleOwnerError
 from actors.commits import stored_wire
+from actors.engine import SessionEngine
 from actors.event_hub import EventHub
+from actors.handles import Attached, DirectoryHandle, Poll, SessionHandle, SessionStatus
 from actors.journeys import advance_journeys
 from mozaiks.protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
-from mozaiks.protocol.events import ToolProgress
+from mozaiks.errors import StaleOwnerError
+from mozaiks.protocol.events import Ack, ChatMeta, ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
 from mozaiks.store import DuplicateMessageError, open_store
@@ -44,7 +46,6 @@ log = logging.getLogger("mozaiks.session")
 
 # A watcher that has not polled for this long is considered gone (its ingress replica died).
 WATCHER_LEASE_S = 60.0
-Poll = tuple[list[tuple[int | None, str]], int, bool]
 
 
 @dataclass(eq=False)
@@ -89,14 +90,14 @@ class _Binding:
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class ChatSession:
-    def __init__(self, settings: Settings, directory: Any) -> None:
+    def __init__(self, settings: Settings, directory: DirectoryHandle) -> None:
         self.settings = settings
         self.directory = directory
         self.store = open_store(settings.resolved_store_url, single_chat=True)
         self.catalog = WorkflowCatalog(settings.workflows_dir)
         self.providers = ProviderRegistry(settings)
         self.binding: _Binding | None = None
-        self.handle = ray.get_runtime_context().current_actor
+        self.handle = SessionHandle(ray.get_runtime_context().current_actor)
 
     # ------------------------------------------------------------------ lifecycle
     async def prepare(self) -> str:
@@ -116,7 +117,7 @@ class ChatSession:
         """The chat this actor serves, or "" while blank."""
         return self.binding.chat_id if self.binding else ""
 
-    async def activate(self, app_id: str, user_id: str, chat_id: str, idle_timeout_s: float) -> dict[str, Any] | None:
+    async def activate(self, app_id: str, user_id: str, chat_id: str, idle_timeout_s: float) -> ChatMeta | None:
         """Bind this blank actor to a chat. Returns chat_meta data, or None if no such chat."""
         if self.binding is not None:
             raise RuntimeError(f"session actor already serves chat {self.binding.chat_id}")
@@ -184,12 +185,12 @@ class ChatSession:
                 return
             if binding.passivatable() and binding.idle_for() >= binding.idle_timeout_s:
                 # The directory decides, under the chat's lock, and calls release() back.
-                await self.directory.passivate.remote(binding.chat_id, self.handle)
+                await self.directory.passivate(binding.chat_id, self.handle)
 
     async def _retire(self, binding: _Binding) -> None:
         log.warning("chat %s has a newer owner; this session stops", binding.chat_id)
         await self._unbind(binding, "fenced")
-        await self.directory.fenced.remote(binding.chat_id, self.handle)
+        await self.directory.fenced(binding.chat_id, self.handle)
 
     def _bound(self, chat_id: str) -> _Binding:
         binding = self.binding
@@ -212,12 +213,12 @@ class ChatSession:
             binding.last_touch = time.monotonic()
 
     # ------------------------------------------------------------------ watchers
-    async def attach(self, chat_id: str, watcher_id: str) -> tuple[dict[str, Any], int]:
+    async def attach(self, chat_id: str, watcher_id: str) -> Attached:
         with self._serving(chat_id) as binding:
             binding.watchers[watcher_id] = time.monotonic()
-            meta, offset = binding.engine.meta(), binding.hub.offset
+            attached = Attached(meta=binding.engine.meta(), offset=binding.hub.offset)
             await binding.engine.on_attach()
-            return meta, offset
+            return attached
 
     async def detach(self, chat_id: str, watcher_id: str) -> None:
         binding = self.binding
@@ -230,10 +231,10 @@ class ChatSession:
         if watcher_id not in binding.watchers:
             raise StaleOwnerError(f"watcher {watcher_id} is not attached to chat {chat_id}")
         binding.watchers[watcher_id] = time.monotonic()
-        result = await binding.hub.wait(after, timeout)
+        items, offset, gap = await binding.hub.wait(after, timeout)
         if self.binding is not binding or binding.engine.stale:
             raise StaleOwnerError(f"this session actor no longer serves chat {chat_id}")
-        return result
+        return Poll(items=items, offset=offset, gap=gap)
 
     async def read_events(self, chat_id: str, after_seq: int, upto_seq: int | None = None) -> list[tuple[int, str]]:
         """Durable events with after_seq < seq <= upto_seq, as (seq, envelope JSON), for replay."""
@@ -243,7 +244,7 @@ class ChatSession:
         return [(e.seq, stored_wire(chat.chat_id, e)) for e in events if upto_seq is None or e.seq <= upto_seq]
 
     # ------------------------------------------------------------------ client messages
-    async def submit(self, chat_id: str, raw: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, chat_id: str, raw: dict[str, Any]) -> Ack:
         """Handle one client message; returns the ``ack`` data. Persisted before it is acked."""
         with self._serving(chat_id) as binding:
             engine = binding.engine
@@ -252,7 +253,7 @@ class ChatSession:
             except ValidationError as exc:
                 reason = ("unsupported_message_type" if exc.errors()[0]["type"] == "union_tag_invalid"
                           else _first_error(exc))
-                return {"id": str(raw.get("id", "")), "status": "rejected", "reason": reason}
+                return Ack(id=str(raw.get("id", "")), status="rejected", reason=reason)
             try:
                 if isinstance(message, UserInputSubmit):
                     return await engine.submit_text(message.id, message.text, message.input_request_id)
@@ -260,11 +261,11 @@ class ChatSession:
                     return await engine.submit_ui_response(message.id, message.call_id, message.response)
                 if isinstance(message, ChatCancel):
                     cancelled = await engine.cancel(message.mode)
-                    return {"id": message.id, "status": "accepted" if cancelled else "rejected",
-                            "reason": None if cancelled else "no_run_in_progress"}
+                    return Ack(id=message.id, status="accepted" if cancelled else "rejected",
+                               reason=None if cancelled else "no_run_in_progress")
             except DuplicateMessageError:
-                return {"id": raw.get("id"), "status": "duplicate", "reason": None}
-            return {"id": str(raw.get("id", "")), "status": "rejected", "reason": "unsupported_message_type"}
+                return Ack(id=raw.get("id"), status="duplicate")
+            return Ack(id=str(raw.get("id", "")), status="rejected", reason="unsupported_message_type")
 
     async def cancel(self, chat_id: str, mode: str) -> bool:
         with self._serving(chat_id) as binding:
@@ -281,10 +282,10 @@ class ChatSession:
             binding.engine.publish_ephemeral(None, ToolProgress(
                 call_id=call_id, name=name, progress=max(0.0, min(1.0, float(fraction))), message=message))
 
-    async def status(self, chat_id: str) -> dict[str, Any]:
+    async def status(self, chat_id: str) -> SessionStatus:
         binding = self._bound(chat_id)
-        return {**binding.engine.meta(), "watchers": binding.active_watchers(), "idle_s": binding.idle_for(),
-                "passivatable": binding.passivatable()}
+        return SessionStatus(**binding.engine.meta().model_dump(), watchers=binding.active_watchers(),
+                             idle_s=binding.idle_for(), passivatable=binding.passivatable())
 
 
 def _first_error(exc: ValidationError) -> str:

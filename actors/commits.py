@@ -12,16 +12,13 @@ from typing import Any
 
 from actors.event_hub import EventHub
 from actors.history import History
+from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.protocol.events import EventData, utc_now_iso
 from mozaiks.store.base import ChatRecord, FencedError, Store, StoredEvent, UsageRecord
 
 # A durable event before it has a seq: the agent it is about (the envelope's), and its payload.
 EventSpec = tuple[str | None, EventData]
-
-
-class StaleOwnerError(Exception):
-    """This session lost ownership of its chat to a newer activation."""
 
 
 class SessionState:

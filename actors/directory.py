@@ -31,14 +31,16 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
+from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.settings import Settings
 
@@ -55,16 +57,9 @@ AUTO_RESTART_EVERY_S = 30.0
 POOL_KEEP_S = 60.0
 
 
-@dataclass
-class LifecyclePolicy:
-    idle_timeout_s: float
-    max_resident_sessions: int
-    warm_pool_size: int
-
-
 @dataclass(eq=False)
 class _Actor:
-    handle: Any
+    handle: ActorHandle
     node_id: str
     pooled_at: float = 0.0  # monotonic time it last went (back) into the pool
 
@@ -82,8 +77,9 @@ class _Resident:
 class SessionDirectory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.policy = LifecyclePolicy(settings.idle_timeout_s, settings.max_resident_sessions,
-                                      settings.warm_pool_size)
+        self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
+                                      max_resident_sessions=settings.max_resident_sessions,
+                                      warm_pool_size=settings.warm_pool_size)
         self.resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
         self.per_node: Counter[str] = Counter()
         self.pool: list[_Actor] = []
@@ -106,7 +102,7 @@ class SessionDirectory:
         return len(self.pool)
 
     # ------------------------------------------------------------------ activation
-    async def get(self, app_id: str, user_id: str, chat_id: str, dead: Any = None) -> Any | None:
+    async def get(self, app_id: str, user_id: str, chat_id: str, dead: ActorHandle | None = None) -> ActorHandle | None:
         """The chat's live session actor, activating one if needed; None if the chat does not exist
         for this app and user. ``dead`` is a handle the caller saw die: it is replaced."""
         async with self.locks.hold(chat_id):
@@ -123,8 +119,8 @@ class SessionDirectory:
                 return entry.actor.handle
             return await self._activate(app_id, user_id, chat_id)
 
-    async def follow(self, app_id: str, user_id: str, chat_id: str, gone: Any, crashed: bool,
-                     wait_s: float) -> tuple[bool, Any | None]:
+    async def follow(self, app_id: str, user_id: str, chat_id: str, gone: ActorHandle, crashed: bool,
+                     wait_s: float) -> tuple[bool, ActorHandle | None]:
         """For a socket whose session went away: the chat's session now. Only a crash activates it
         again from here; a passivated chat is waited for (up to ``wait_s``) until a message or a
         connection activates it, so a socket alone does not keep a chat resident. Returns whether
@@ -155,12 +151,12 @@ class SessionDirectory:
         entry = self.resident.get(chat_id)
         return True, entry.actor.handle if entry is not None else None
 
-    async def peek(self, chat_id: str) -> Any | None:
+    async def peek(self, chat_id: str) -> ActorHandle | None:
         """The chat's resident session actor, without activating one."""
         entry = self.resident.get(chat_id)
         return entry.actor.handle if entry is not None else None
 
-    async def _activate(self, app_id: str, user_id: str, chat_id: str) -> Any | None:
+    async def _activate(self, app_id: str, user_id: str, chat_id: str) -> ActorHandle | None:
         try:
             # Pooled actors may have died meanwhile (all of them, when their node died): drop each
             # dead one and take the next, and at last a fresh one, which SPREAD may still place on
@@ -205,7 +201,7 @@ class SessionDirectory:
         return self.pool.pop()
 
     async def _start_actor(self) -> _Actor:
-        handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, self.handle)
+        handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, DirectoryHandle(self.handle))
         node_id = await handle.prepare.remote()
         self.counters["processes_started"] += 1
         return _Actor(handle, node_id)
@@ -246,7 +242,7 @@ class SessionDirectory:
         return entry
 
     # ------------------------------------------------------------------ passivation
-    async def passivate(self, chat_id: str, actor: Any) -> bool:
+    async def passivate(self, chat_id: str, actor: ActorHandle) -> bool:
         """A session that has been idle long enough asks to go."""
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
@@ -342,7 +338,7 @@ class SessionDirectory:
             self.counters["pool_lost"] += len(lost)
             self._schedule_refill()
 
-    async def fenced(self, chat_id: str, actor: Any) -> None:
+    async def fenced(self, chat_id: str, actor: ActorHandle) -> None:
         """A session found a newer owner of its chat in the store and let go of the chat; the
         next call for the chat activates it afresh (and fences out whoever else claimed it)."""
         self.counters["fenced"] += 1
@@ -355,10 +351,10 @@ class SessionDirectory:
 
     # ------------------------------------------------------------------ operations
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
-                        warm_pool_size: int | None = None) -> dict[str, Any]:
+                        warm_pool_size: int | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy at run time (new activations use the new idle timeout).
         Returns the previous policy."""
-        previous = asdict(self.policy)
+        previous = self.policy.model_copy()
         changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
                    "warm_pool_size": warm_pool_size}
         for name, value in changes.items():
@@ -369,10 +365,10 @@ class SessionDirectory:
         self._schedule_refill()
         return previous
 
-    async def stats(self) -> dict[str, Any]:
-        return {"resident": len(self.resident), "pool": len(self.pool), "wakeups": len(self.wakeups),
-                "per_node": {node: n for node, n in self.per_node.items() if n}, "policy": asdict(self.policy),
-                **self.counters}
+    async def stats(self) -> DirectoryStats:
+        return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
+                              per_node={node: n for node, n in self.per_node.items() if n},
+                              policy=self.policy.model_copy(), counters=dict(self.counters))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
@@ -386,7 +382,7 @@ class SessionDirectory:
             log.error("directory background task failed", exc_info=task.exception())
 
 
-def get_directory(settings: Settings) -> Any:
+def get_directory(settings: Settings) -> DirectoryHandle:
     """The cluster's directory, created on first use (detached, so it outlives the caller)."""
-    return SessionDirectory.options(name=DIRECTORY_NAME, namespace=NAMESPACE, get_if_exists=True,
-                                    lifetime="detached").remote(settings)
+    return DirectoryHandle(SessionDirectory.options(name=DIRECTORY_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                                    lifetime="detached").remote(settings))

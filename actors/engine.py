@@ -13,11 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from actors import tool_phase, usage, waits
-from actors.commits import Committer, EventSpec, SessionState, StaleOwnerError, error_event
+from actors.commits import Committer, EventSpec, SessionState, error_event
 from actors.event_hub import EventHub
+from actors.handles import SessionHandle
 from actors.history import History
 from actors.routing import TERMINATE, USER, after_user, route
 from actors.run_host import ValidationBudget
@@ -26,6 +27,7 @@ from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
 from actors.triggers import ContextTriggers
 from actors.turn import AgentTurn
+from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
@@ -37,7 +39,7 @@ log = logging.getLogger("mozaiks.session")
 
 class SessionEngine:
     def __init__(self, settings: Settings, store: Store, workflow: Workflow, chat: ChatRecord,
-                 epoch: int, hub: EventHub, providers: ProviderRegistry, self_handle: Any,
+                 epoch: int, hub: EventHub, providers: ProviderRegistry, self_handle: SessionHandle | None,
                  on_run_end: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.settings, self.store, self.workflow, self.chat = settings, store, workflow, chat
         self.hub, self.providers, self.self_handle = hub, providers, self_handle
@@ -92,14 +94,14 @@ class SessionEngine:
     def pending(self) -> dict[str, Any] | None:
         return waits.pending_view(self.state)
 
-    def meta(self) -> dict[str, Any]:
-        return {"chat_id": self.chat.chat_id, "workflow_name": self.chat.workflow_name,
-                "app_id": self.chat.app_id, "user_id": self.chat.user_id, "status": self.status,
-                "phase": self.phase, "last_seq": self.chat.last_seq, "created_at": self.chat.created_at,
-                "pending": self.pending()}
+    def meta(self) -> ev.ChatMeta:
+        return ev.ChatMeta(chat_id=self.chat.chat_id, workflow_name=self.chat.workflow_name,
+                           app_id=self.chat.app_id, user_id=self.chat.user_id, status=self.status,
+                           phase=self.phase, last_seq=self.chat.last_seq, created_at=self.chat.created_at,
+                           pending=self.pending())
 
     # ---------------------------------------------------------------- client messages
-    async def submit_text(self, message_id: str, text: str, input_request_id: str | None) -> dict[str, Any]:
+    async def submit_text(self, message_id: str, text: str, input_request_id: str | None) -> ev.Ack:
         user_event = ("user", ev.ChatText(message_id=message_id, agent="user", role="user", content=text,
                                           visibility="user"))
         step, pending = self.steps.step, self.state.pending_input
@@ -130,7 +132,7 @@ class SessionEngine:
         await self.commit([user_event], client_message_id=message_id)
         return _ack(message_id, "accepted")
 
-    async def _reject(self, message_id: str, reason: str) -> dict[str, Any]:
+    async def _reject(self, message_id: str, reason: str) -> ev.Ack:
         # Recording the id makes a retry of a rejected message a duplicate, not a second attempt.
         await self.commit([], client_message_id=message_id)
         return _ack(message_id, "rejected", reason)
@@ -139,7 +141,7 @@ class SessionEngine:
         self.steps.enter("agent", agent=after_user(self.workflow, self.state.context) or pending.resume_agent)
         self.state.last_user_message = text
 
-    async def submit_ui_response(self, message_id: str, call_id: str, response: Any) -> dict[str, Any]:
+    async def submit_ui_response(self, message_id: str, call_id: str, response: Any) -> ev.Ack:
         pending = self.state.pending_ui
         if pending is None or pending.call_id != call_id:
             return await self._reject(message_id, "no_such_ui_tool")
@@ -275,9 +277,9 @@ class SessionEngine:
             self._drive_task.cancel()
 
 
-def _ack(message_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
-    return {"id": message_id, "status": status, "reason": reason}
+def _ack(message_id: str, status: Literal["accepted", "rejected"], reason: str | None = None) -> ev.Ack:
+    return ev.Ack(id=message_id, status=status, reason=reason)
 
 
 
-__all__ = ["DuplicateMessageError", "SessionEngine", "StaleOwnerError"]
+__all__ = ["DuplicateMessageError", "SessionEngine"]

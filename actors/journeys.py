@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
-import ray
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine
-from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.handles import DirectoryHandle
 from mozaiks.protocol.events import JourneyChat, JourneyNext, utc_now_iso
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
@@ -94,10 +92,6 @@ async def _create(store: Store, chat: ChatRecord, tag: JourneyTag, workflow_name
 
 
 async def _start(chat: ChatRecord) -> None:
-    actor = await _directory().get.remote(chat.app_id, chat.user_id, chat.chat_id)
-    if actor is not None:
-        await actor.start.remote(chat.chat_id)
-
-
-def _directory() -> Any:
-    return ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+    session = await DirectoryHandle.lookup().session(chat.app_id, chat.user_id, chat.chat_id)
+    if session is not None:
+        await session.start(chat.chat_id)

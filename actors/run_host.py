@@ -6,9 +6,10 @@ them with a small host of its own.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from actors.commits import EventSpec
+from actors.handles import SessionHandle
 from actors.history import History
 from actors.run_steps import RunSteps
 from actors.snapshot import SessionSnapshot
@@ -45,7 +46,7 @@ class RunHost(Protocol):
     workflow: Workflow
     chat: ChatRecord
     providers: ProviderRegistry
-    self_handle: Any
+    self_handle: SessionHandle | None  # None when run without Ray (unit tests)
     state: SessionSnapshot
     steps: RunSteps
     history: History

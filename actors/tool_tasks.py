@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel, Field
 
+from actors.handles import SessionHandle
 from mozaiksai.engine.outputs.ui_tools import UiRequested
 from workflows.model import ToolSpec
 from workflows.tool_context import ToolContext
@@ -31,11 +32,11 @@ class ToolOutcome(BaseModel):
 
 @ray.remote(num_cpus=0.1)
 def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str, Any],
-              ctx: ToolContext, session: Any, call_id: str, name: str) -> dict[str, Any]:
+              ctx: ToolContext, session: SessionHandle | None, call_id: str, name: str) -> dict[str, Any]:
     started = time.time()
     if session is not None:
         # The chat id lets a session actor that has since been recycled to another chat drop it.
-        ctx.progress_sink = lambda fraction, message: session.tool_progress.remote(
+        ctx.progress_sink = lambda fraction, message: session.report_progress(
             ctx.chat_id, call_id, name, fraction, message)
     node_id = ray.get_runtime_context().get_node_id()
     try:
@@ -57,7 +58,7 @@ def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str,
 
 
 async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any], ctx: ToolContext,
-                   session: Any, call_id: str) -> ToolOutcome:
+                   session: SessionHandle | None, call_id: str) -> ToolOutcome:
     """Run one tool call as a Ray task honouring num_cpus, resources, timeout and retries."""
     opts = spec.execution
     ref = _run_tool.options(

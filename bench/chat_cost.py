@@ -57,7 +57,7 @@ async def one_chat(rt: Runtime, workflow: str) -> dict[str, float]:
     async with rt.broker(f"turner-{uuid.uuid4().hex[:6]}") as broker:
         session = await broker.create_session(workflow)
         conn = await ChatConnection.open(session.ws_url, session.runtime_token, last_seq=None)
-        pid = await (await rt.directory().peek.remote(session.chat_id)).pid.remote()
+        pid = await (await rt.directory().peek(session.chat_id)).pid()
         request_id: str | None = None
         latency, cpu = [], []
         for index in range(TURNS):
@@ -111,7 +111,7 @@ async def open_chats(rt: Runtime, count: int) -> dict[str, Any]:
             conn = await ChatConnection.open(session.ws_url, session.runtime_token, last_seq=None)
             chats.append((conn, await _turn(conn, f"hello {index}", None)))
         await asyncio.sleep(KEEP_ALIVE_S + POOL_TRIM_WAIT_S)
-        stats = await directory.stats.remote()
+        stats = await directory.stats()
         open_pss, (open_cores, open_by_role) = _pss_mb(), await _idle_cores()
         resident, passivated = [], []
         for _ in range(RUNS):
@@ -124,7 +124,7 @@ async def open_chats(rt: Runtime, count: int) -> dict[str, Any]:
             await asyncio.sleep(KEEP_ALIVE_S * 2)
         for conn, _ in chats:
             await conn.close()
-    return {"open_chats": count, "resident_while_idle": stats["resident"], "pool_while_idle": stats["pool"],
+    return {"open_chats": count, "resident_while_idle": stats.resident, "pool_while_idle": stats.pool,
             "pss_mb_0_chats": round(base_pss), "pss_mb_open_chats": round(open_pss),
             "pss_ratio": round(open_pss / base_pss, 2), "idle_cores_0_chats": round(base_cores, 3),
             "idle_cores_open_chats": round(open_cores, 3),

@@ -25,7 +25,8 @@ import ray
 from pydantic import SecretStr
 from ray import serve
 
-from actors.directory import DIRECTORY_NAME, NAMESPACE
+from actors.handles import DirectoryHandle
+from actors.names import NAMESPACE
 from bench.echo import ECHO_PREFIX, echo_app
 from mozaiks.client import BrokerClient
 from mozaiks.settings import Settings
@@ -55,8 +56,8 @@ class Runtime:
         return BrokerClient(self.http_url, token, timeout_s=120)
 
     @staticmethod
-    def directory() -> Any:
-        return ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+    def directory() -> DirectoryHandle:
+        return DirectoryHandle.lookup()
 
 
 def _free_port() -> int:

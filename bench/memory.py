@@ -54,7 +54,7 @@ async def main(rt: Runtime) -> None:
     await asyncio.sleep(2)  # let allocations settle
     available_after = _available_mb()
     directory = rt.directory()
-    pids = [await (await directory.peek.remote(conn.meta["chat_id"])).pid.remote() for conn, _ in chats]
+    pids = [await (await directory.peek(conn.meta["chat_id"])).pid() for conn, _ in chats]
     sessions = [_process_mb(pid) for pid in pids]
     bare_actors = [_BareActor.remote() for _ in range(3)]
     bare = [_process_mb(ray.get(a.pid.remote())) for a in bare_actors]

@@ -74,23 +74,23 @@ async def _resident_connects(broker: BrokerClient) -> list[float]:
 
 async def main(rt: Runtime) -> None:
     directory = rt.directory()
-    await directory.configure.remote(idle_timeout_s=IDLE_S, max_resident_sessions=RESIDENT)
+    await directory.configure(idle_timeout_s=IDLE_S, max_resident_sessions=RESIDENT)
     async with rt.broker("thousand") as broker:
         began = time.perf_counter()
         chats = await _bounded(range(CHATS), lambda i: _first_turn(broker, i))
         first_s = time.perf_counter() - began
-        after_first = await directory.stats.remote()
+        after_first = await directory.stats()
         began = time.perf_counter()
-        while (await directory.stats.remote())["resident"]:
+        while (await directory.stats()).resident:
             await asyncio.sleep(0.1)
         drained_s = time.perf_counter() - began
         serial = [await _second_turn(chats[i], i) for i in range(SERIAL)]
         began = time.perf_counter()
         second = await _bounded(range(SERIAL, CHATS), lambda i: _second_turn(chats[i], i))
         second_s = time.perf_counter() - began
-        await directory.configure.remote(idle_timeout_s=300.0)
+        await directory.configure(idle_timeout_s=300.0)
         resident = await _resident_connects(broker)
-    stats = await directory.stats.remote()
+    stats = await directory.stats()
     continued = sum(ok for _, ok in serial + second)
     reactivation, warm = latency_summary([t for t, _ in serial]), latency_summary(resident)
     loaded = latency_summary([t for t, _ in second])
@@ -99,7 +99,7 @@ async def main(rt: Runtime) -> None:
                "reactivate_and_turn_s": round(second_s, 1), "continued_correctly": continued,
                "reactivation_connect": reactivation, "resident_connect_baseline": warm,
                "reactivation_connect_under_load": loaded,
-               "after_first_turns": after_first, "directory": stats}
+               "after_first_turns": after_first.model_dump(), "directory": stats.model_dump()}
     rows = [[f"{CHATS:,} first turns, passivating behind them", round(first_s, 1), f"{CHATS / first_s:.0f} chats/s"],
             [f"passivate the last resident ones (idle {IDLE_S:g} s)", round(drained_s, 1), "-"],
             [f"re-activate {CHATS - SERIAL} + one turn each, {CONCURRENCY} at a time", round(second_s, 1),
@@ -111,8 +111,8 @@ async def main(rt: Runtime) -> None:
             ["chats that continued correctly", "-", f"{continued} / {CHATS}"]]
     report("passivation", f"Passivate and re-activate {CHATS:,} chats ({RESIDENT} resident at most, "
                           f"{CONCURRENCY} clients at a time)", ["phase", "seconds", "result"], rows, results,
-           notes=[(f"session processes started in all: {stats.get('processes_started')}; "
-                   f"passivations: {stats.get('passivations')}; evictions: {stats.get('evictions', 0)}")])
+           notes=[(f"session processes started in all: {stats.count('processes_started')}; "
+                   f"passivations: {stats.count('passivations')}; evictions: {stats.count('evictions')}")])
 
 
 if __name__ == "__main__":

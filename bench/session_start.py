@@ -32,7 +32,7 @@ async def _start(broker: BrokerClient) -> tuple[float, float]:
 
 
 async def _pool_full(rt: Runtime, size: int) -> None:
-    while (await rt.directory().stats.remote())["pool"] < size:
+    while (await rt.directory().stats()).pool < size:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # let the new process finish settling before we measure
 
@@ -54,15 +54,15 @@ async def main(rt: Runtime) -> None:
             warm.append(await _start(broker))
         await _pool_full(rt, POOL)
         burst = [await _start(broker) for _ in range(BURST)]
-        await rt.directory().configure.remote(warm_pool_size=0)
+        await rt.directory().configure(warm_pool_size=0)
         cold = [await _start(broker) for _ in range(COLD)]
     echo = [await _echo_open(rt.echo_url) for _ in range(ECHO)]
-    stats = rt.directory().stats.remote()
+    stats = rt.directory().stats()
     results = {name: {**latency_summary([t for t, _ in samples]),
                       "post_p50_ms": latency_summary([p for _, p in samples])["p50_ms"]}
                for name, samples in (("warm", warm), ("burst", burst), ("cold", cold))}
     results["echo_baseline"] = latency_summary(echo)
-    results["directory"] = await stats
+    results["directory"] = (await stats).model_dump()
     rows = [[name, r["n"], r["p50_ms"], r["p99_ms"], r.get("post_p50_ms", "-")] for name, r in results.items()
             if name != "directory"]
     report("session_start", "Session start: POST /sessions → WebSocket open → chat_meta (ms)",

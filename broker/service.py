@@ -7,9 +7,10 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
+from actors.handles import DirectoryHandle
 from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
 from mozaiks.protocol.broker_api import (
@@ -25,16 +26,36 @@ from workflows.model import Workflow
 from workflows.pack import JOURNEY_CONTEXT_KEY
 
 
+class Listing(Protocol):
+    """How the product lists a workflow (a capability of the registry)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str | None: ...
+    @property
+    def description(self) -> str | None: ...
+
+
+class AccessGate(Protocol):
+    """Entitlements and usage (``capabilities.Gate``): who may start and see which workflow."""
+
+    async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool) -> None:
+        """Raises ``ApiError`` when the user may not start (or resume) the workflow now."""
+
+    async def visible(self, identity: Identity, workflow: Workflow) -> tuple[bool, Listing | None]: ...
+
+
 class SessionBroker:
-    def __init__(self, settings: Settings, store: Store, catalog: WorkflowCatalog, directory: Any,
-                 gate: Any | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, catalog: WorkflowCatalog, directory: DirectoryHandle,
+                 gate: AccessGate | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.directory = directory
         # None on a Standalone runtime: the host's broker mints, and this one's endpoints are off.
         self.minter = RuntimeTokenMinter(settings) if settings.mints_runtime_tokens else None
-        self.gate = gate  # capabilities.Gate: entitlements and usage; None allows everything
+        self.gate = gate  # None allows everything
 
     def _workflow(self, name: str) -> Workflow:
         try:
@@ -102,7 +123,7 @@ class SessionBroker:
                 raise ApiError(409, "idempotency_key_reused",
                                "This Idempotency-Key was used for a different request")
         # Activate now so the socket that follows finds its session already running.
-        await self.directory.get.remote(app_id, user_id, chat.chat_id)
+        await self.directory.session(app_id, user_id, chat.chat_id)
         return chat, created
 
     def _check_context(self, context: dict[str, Any] | None) -> None:
@@ -168,10 +189,10 @@ class SessionBroker:
 
     async def cancel(self, identity: Identity, chat_id: str, mode: str) -> dict[str, Any]:
         await self._owned_chat(identity, chat_id)
-        actor = await self.directory.get.remote(identity.app_id, identity.user_id, chat_id)
-        if actor is None:
+        session = await self.directory.session(identity.app_id, identity.user_id, chat_id)
+        if session is None:
             raise chat_not_found()
-        cancelled = await actor.cancel.remote(chat_id, mode)
+        cancelled = await session.cancel(chat_id, mode)
         return {"chat_id": chat_id, "cancelled": cancelled, "mode": mode}
 
     async def events(self, identity: Identity, chat_id: str, after_seq: int, limit: int) -> dict[str, Any]:

@@ -8,12 +8,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 from ray import serve
 
 from actors.directory import get_directory
+from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
 from serve_app.ingress import build_app
 from serve_app.logging_setup import configure_logging
@@ -27,7 +27,7 @@ APP_NAME = "mozaiks"
 class RuntimeInfo:
     http_url: str
     ws_url: str
-    directory: Any
+    directory: DirectoryHandle
 
 
 async def _init_store(url: str) -> None:
@@ -53,7 +53,7 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
             _owns_ray = True
     asyncio.run(_init_store(settings.resolved_store_url))
     directory = get_directory(settings)
-    ray.get(directory.ready.remote())
+    asyncio.run(directory.ready())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
     _warm_tool_workers()

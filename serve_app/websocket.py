@@ -8,16 +8,17 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import ray
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from actors.engine import StaleOwnerError
+from actors.handles import Attached, DirectoryHandle, SessionHandle
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
+from mozaiks.errors import ChatNotFound, SessionGone
 from mozaiks.protocol.client_messages import MAX_SEQ
-from mozaiks.protocol.events import Ack, ChatMeta, Ping, ResumeBoundary, envelope
+from mozaiks.protocol.events import Ack, Ping, ResumeBoundary, envelope
 from mozaiks.settings import Settings
 from serve_app import close_codes
 
@@ -30,8 +31,7 @@ POLL_TIMEOUT_S = 20.0
 FOLLOW_WAIT_S = 300.0
 MAX_RATE_VIOLATIONS = 20
 
-# Ray's way of saying "that actor is gone": the session crashed, passivated or was fenced out.
-_ACTOR_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+T = TypeVar("T")
 
 
 class Close(Exception):
@@ -58,49 +58,57 @@ class TokenBucket:
 class SessionLink:
     """The socket's current session actor, replaced through the directory when it dies."""
 
-    def __init__(self, directory: Any, app_id: str, user_id: str, chat_id: str) -> None:
+    def __init__(self, directory: DirectoryHandle, app_id: str, user_id: str, chat_id: str) -> None:
         self.directory, self.app_id, self.user_id, self.chat_id = directory, app_id, user_id, chat_id
-        self.actor: Any = None
+        self.session: SessionHandle | None = None
         self._lock = asyncio.Lock()
 
-    async def connect(self, dead: Any = None) -> Any:
+    async def connect(self, dead: SessionHandle | None = None) -> SessionHandle | None:
         async with self._lock:
-            if dead is not None and self.actor is not None and self.actor._actor_id != dead._actor_id:
-                return self.actor  # someone already replaced it
-            self.actor = await self.directory.get.remote(self.app_id, self.user_id, self.chat_id, dead)
-            return self.actor
+            if dead is not None and self.session is not None and self.session != dead:
+                return self.session  # someone already replaced it
+            self.session = await self.directory.session(self.app_id, self.user_id, self.chat_id, dead)
+            return self.session
 
-    async def call(self, method: str, *args: Any) -> Any:
+    async def current(self) -> SessionHandle:
+        """The session to call now: the last one found, or the chat's again if that one died."""
+        session = self.session if self.session is not None else await self.connect()
+        if session is None:
+            raise Close(close_codes.CHAT_NOT_FOUND, "chat not found")
+        return session
+
+    async def call(self, method: Callable[[SessionHandle], Awaitable[T]]) -> T:
         """Call the session about this chat; if it died, or no longer serves the chat (passivated,
         fenced), find the chat's actor through the directory once and call again."""
-        actor = self.actor
+        session = await self.current()
         try:
-            return await getattr(actor, method).remote(self.chat_id, *args)
-        except (*_ACTOR_GONE, StaleOwnerError):
-            actor = await self.connect(dead=actor)
-            if actor is None:
+            return await method(session)
+        except SessionGone:
+            replaced = await self.connect(dead=session)
+            if replaced is None:
                 raise Close(close_codes.CHAT_NOT_FOUND, "chat not found") from None
-            return await getattr(actor, method).remote(self.chat_id, *args)
+            return await method(replaced)
 
-    async def follow(self, gone: Any, crashed: bool) -> Any:
+    async def follow(self, gone: SessionHandle, crashed: bool) -> SessionHandle:
         """The chat's session after ``gone`` stopped serving it. A passivated chat is waited for,
         not activated: the socket stays open and idle until a message (from this socket or any
         other) or a wake-up activates the chat again."""
         while True:
-            current = self.actor
-            if current is not None and current._actor_id != gone._actor_id:
+            current = self.session
+            if current is not None and current != gone:
                 return current  # this socket's own message activated it already
-            exists, actor = await self.directory.follow.remote(self.app_id, self.user_id, self.chat_id, gone,
-                                                               crashed, FOLLOW_WAIT_S)
-            if not exists:
-                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found")
-            if actor is not None:
-                self.actor = actor
-                return actor
+            try:
+                session = await self.directory.follow(self.app_id, self.user_id, self.chat_id, gone, crashed,
+                                                      FOLLOW_WAIT_S)
+            except ChatNotFound:
+                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found") from None
+            if session is not None:
+                self.session = session
+                return session
 
 
 class SocketSession:
-    def __init__(self, ws: WebSocket, settings: Settings, verifier: RuntimeTokenVerifier, directory: Any,
+    def __init__(self, ws: WebSocket, settings: Settings, verifier: RuntimeTokenVerifier, directory: DirectoryHandle,
                  workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
         self.ws, self.settings, self.verifier = ws, settings, verifier
         self.path = {"workflow_name": workflow_name, "app_id": app_id, "chat_id": chat_id, "user_id": user_id}
@@ -129,9 +137,9 @@ class SocketSession:
             log.exception("websocket for chat %s failed", self.path["chat_id"])
             await self._close(close_codes.INTERNAL_ERROR, "internal error")
         finally:
-            if self.link.actor is not None:
+            if self.link.session is not None:
                 try:
-                    await self.link.actor.detach.remote(self.link.chat_id, self.watcher_id)
+                    await self.link.session.detach(self.link.chat_id, self.watcher_id)
                 except Exception:  # the session may be gone already; nothing to detach from
                     pass
 
@@ -190,12 +198,12 @@ class SocketSession:
 
     # ------------------------------------------------------------------ serving
     async def _serve(self, last_seq: int | None) -> None:
-        meta, offset = await self.link.call("attach", self.watcher_id)
-        await self._send(envelope(self.path["chat_id"], ChatMeta.model_validate(meta)))
-        self.delivered_seq = meta["last_seq"] if last_seq is None else last_seq
+        attached = await self._attach()
+        await self._send(envelope(self.path["chat_id"], attached.meta))
+        self.delivered_seq = attached.meta.last_seq if last_seq is None else last_seq
         if last_seq is not None:
-            await self._replay(last_seq, meta["last_seq"])
-        tasks = [asyncio.create_task(self._pump(offset)), asyncio.create_task(self._read()),
+            await self._replay(last_seq, attached.meta.last_seq)
+        tasks = [asyncio.create_task(self._pump(attached.offset)), asyncio.create_task(self._read()),
                  asyncio.create_task(self._watch_expiry()), asyncio.create_task(self._heartbeat())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -205,8 +213,14 @@ class SocketSession:
             for task in tasks:
                 task.cancel()
 
+    async def _attach(self) -> Attached:
+        return await self.link.call(lambda session: session.attach(self.link.chat_id, self.watcher_id))
+
+    async def _read_events(self, after_seq: int, upto_seq: int | None) -> list[tuple[int, str]]:
+        return await self.link.call(lambda session: session.read_events(self.link.chat_id, after_seq, upto_seq))
+
     async def _replay(self, after_seq: int, upto_seq: int | None) -> None:
-        events = await self.link.call("read_events", after_seq, upto_seq)
+        events = await self._read_events(after_seq, upto_seq)
         for seq, payload in events:
             await self._send(payload)
             self.delivered_seq = max(self.delivered_seq, seq)
@@ -215,20 +229,20 @@ class SocketSession:
 
     async def _pump(self, offset: int) -> None:
         while True:
-            actor = self.link.actor
+            session = await self.link.current()
             try:
-                items, offset, gap = await actor.poll.remote(self.link.chat_id, self.watcher_id, offset,
-                                                             POLL_TIMEOUT_S)
-            except (*_ACTOR_GONE, StaleOwnerError) as gone:
+                poll = await session.poll(self.link.chat_id, self.watcher_id, offset, POLL_TIMEOUT_S)
+            except SessionGone as gone:
                 # The session crashed, passivated or was replaced: follow the next one from its own
                 # offsets, and take what we missed from the log, so the client sees no gap and no duplicate.
-                await self.link.follow(actor, crashed=not isinstance(gone, StaleOwnerError))
-                _, offset = await self.link.call("attach", self.watcher_id)
+                await self.link.follow(session, crashed=gone.crashed)
+                offset = (await self._attach()).offset
                 await self._catch_up()
                 continue
-            if gap:
+            offset = poll.offset
+            if poll.gap:
                 await self._catch_up()
-            for seq, payload in items:
+            for seq, payload in poll.items:
                 if seq is not None:
                     if seq <= self.delivered_seq:
                         continue
@@ -238,7 +252,7 @@ class SocketSession:
                 await self._send(payload)
 
     async def _catch_up(self, upto: int | None = None) -> None:
-        for seq, payload in await self.link.call("read_events", self.delivered_seq, upto):
+        for seq, payload in await self._read_events(self.delivered_seq, upto):
             if seq > self.delivered_seq:
                 await self._send(payload)
                 self.delivered_seq = seq
@@ -285,8 +299,8 @@ class SocketSession:
                 return
             await self._replay(last, None)
             return
-        ack = await self.link.call("submit", frame)
-        await self._ack(ack.get("id"), ack["status"], ack.get("reason"))
+        ack = await self.link.call(lambda session: session.submit(self.link.chat_id, frame))
+        await self._send(envelope(self.path["chat_id"], ack))
 
     async def _heartbeat(self) -> None:
         """An unsolicited ping now and then, so a client can tell a quiet chat from a dead link."""

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import ray
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.handles import DirectoryHandle
 from mozaiks.client import Session
 
 # The first reply of the ``slow_turns`` test workflow to a message.
@@ -26,19 +25,19 @@ FIRST_REPLY = ("Reply one to {}: Lorem ipsum dolor sit amet, consectetur adipisc
                "sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.")
 
 
-def directory() -> Any:
-    return ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+def directory() -> DirectoryHandle:
+    return DirectoryHandle.lookup()
 
 
 @asynccontextmanager
-async def lifecycle_policy(**changes: Any) -> AsyncIterator[Any]:
+async def lifecycle_policy(**changes: Any) -> AsyncIterator[DirectoryHandle]:
     """Change the directory's lifecycle policy for one test (tests run one at a time)."""
     handle = directory()
-    previous = await handle.configure.remote(**changes)
+    previous = await handle.configure(**changes)
     try:
         yield handle
     finally:
-        await handle.configure.remote(**previous)
+        await handle.configure(**previous.model_dump())
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "condition") -> None:
@@ -54,7 +53,7 @@ async def passivated(chat_id: str) -> None:
     sessions = directory()
 
     async def gone() -> bool:
-        return await sessions.peek.remote(chat_id) is None
+        return await sessions.peek(chat_id) is None
 
     await eventually(gone, what=f"chat {chat_id} to passivate")
 

@@ -10,8 +10,8 @@ from tests.lifecycle_support import FIRST_REPLY, RawSocket, directory, eventuall
 
 
 async def _kill_session(chat_id: str) -> None:
-    actor = await directory().peek.remote(chat_id)
-    os.kill(await actor.pid.remote(), signal.SIGKILL)
+    actor = await directory().peek(chat_id)
+    os.kill(await actor.pid(), signal.SIGKILL)
 
 
 def _texts(history: list[dict[str, Any]], role: str) -> list[str]:
@@ -21,7 +21,7 @@ def _texts(history: list[dict[str, Any]], role: str) -> list[str]:
 async def test_a_session_killed_mid_turn_finishes_the_turn_once(broker_for):
     broker = broker_for("crashy")
     session = await broker.create_session("slow_turns")
-    crashes = (await directory().stats.remote()).get("crashes", 0)
+    crashes = (await directory().stats()).count("crashes")
     sock = await RawSocket.open(session)
     ack = await sock.send(user_message("first", message_id="msg-1"))
     assert ack["status"] == "accepted"
@@ -40,7 +40,7 @@ async def test_a_session_killed_mid_turn_finishes_the_turn_once(broker_for):
     assert [e["seq"] for e in history] == seen
     assert _texts(history, "user") == ["first"]
     assert _texts(history, "assistant") == [FIRST_REPLY.format("first")]
-    assert (await directory().stats.remote())["crashes"] == crashes + 1
+    assert (await directory().stats()).count("crashes") == crashes + 1
     await sock.close()
 
 

@@ -300,9 +300,7 @@ async def test_a_reactivated_session_gives_the_model_the_whole_history(broker_fo
     import os
     import signal
 
-    import ray
-
-    from actors.names import DIRECTORY_NAME, NAMESPACE
+    from actors.handles import DirectoryHandle
 
     _openai_workflow(workflows_dir, "openai_resume", fake_model.base_url)
     fake_model.enqueue(FakeResponse(text="Hello there, I remember kettles."),
@@ -311,9 +309,9 @@ async def test_a_reactivated_session_gives_the_model_the_whole_history(broker_fo
     session, conn = await start(broker, "openai_resume", "hi")
     await collect_until(conn, "chat.run_complete")
     await conn.close()
-    directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
-    actor = await directory.get.remote("test-app", "resumer", session.chat_id)
-    os.kill(await actor.pid.remote(), signal.SIGKILL)
+    directory = DirectoryHandle.lookup()
+    actor = await directory.session("test-app", "resumer", session.chat_id)
+    os.kill(await actor.pid(), signal.SIGKILL)
     await asyncio.sleep(0.5)
     conn = await broker.connect(session, last_seq=None)
     await conn.say("are you still there?")

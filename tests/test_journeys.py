@@ -69,8 +69,8 @@ async def test_journey_runs_a_parallel_step_as_concurrent_actors_then_the_last_s
 
     # Two session actors, in two processes, whose runs overlapped: each `meet` tool returned only
     # once the other was running too.
-    actors = [await runtime.directory.get.remote(APP_ID, "journey-ok", parallel[w]) for w in ("j_b", "j_c")]
-    assert len({await actor.pid.remote() for actor in actors}) == 2
+    actors = [await runtime.directory.session(APP_ID, "journey-ok", parallel[w]) for w in ("j_b", "j_c")]
+    assert len({await actor.pid() for actor in actors}) == 2
     met = [(await events_of(broker, parallel[w], "chat.tool_response"))[0]["data"]["result"] for w in ("j_b", "j_c")]
     assert all(m["met"] for m in met)
     starts = [(await events_of(broker, parallel[w], "chat.run_start"))[0]["timestamp"] for w in ("j_b", "j_c")]

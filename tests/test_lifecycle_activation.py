@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from ray.exceptions import RayActorError
 
-from actors.engine import StaleOwnerError
+from mozaiks.errors import SessionGone
 from mozaiks.store import open_store
 from tests.conftest import APP_ID
 from tests.lifecycle_support import RawSocket, directory, eventually, user_message
@@ -18,20 +18,20 @@ async def test_twenty_concurrent_connections_share_one_session_actor(broker_for,
     session = await broker.create_session("hello")
     chat_id, sessions = session.chat_id, directory()
     # Passivate it (never opened, so idle): the crowd below arrives at a chat with no actor.
-    assert await sessions.passivate.remote(chat_id, await sessions.peek.remote(chat_id))
-    assert await sessions.peek.remote(chat_id) is None
+    assert await sessions.passivate(chat_id, await sessions.peek(chat_id))
+    assert await sessions.peek(chat_id) is None
     store = open_store(settings.resolved_store_url)
     epoch_before = (await store.get_chat(APP_ID, "crowd", chat_id)).epoch
-    activations_before = (await sessions.stats.remote())["activations"]
+    activations_before = (await sessions.stats()).count("activations")
 
     sockets, _ = await asyncio.gather(
         asyncio.gather(*(RawSocket.open(session) for _ in range(20))),
         asyncio.gather(*(broker.create_session("hello", chat_id=chat_id) for _ in range(5))))
 
-    assert (await sessions.stats.remote())["activations"] == activations_before + 1
+    assert (await sessions.stats()).count("activations") == activations_before + 1
     # Independent of the directory's books: every activation claims a new epoch in the store.
     assert (await store.get_chat(APP_ID, "crowd", chat_id)).epoch == epoch_before + 1
-    assert await (await sessions.peek.remote(chat_id)).ping.remote() == chat_id
+    assert await (await sessions.peek(chat_id)).ping() == chat_id
     metas = [await s.next("chat_meta") for s in sockets]
     assert {m["data"]["chat_id"] for m in metas} == {chat_id}
 
@@ -52,24 +52,25 @@ async def test_a_fenced_out_session_cannot_append_and_stops(broker_for, settings
     broker = broker_for("fenced")
     session = await broker.create_session("slow_turns")
     chat_id, sessions = session.chat_id, directory()
-    stale = await sessions.peek.remote(chat_id)
-    fenced_before = (await sessions.stats.remote()).get("fenced", 0)
+    stale = await sessions.peek(chat_id)
+    fenced_before = (await sessions.stats()).count("fenced")
     store = open_store(settings.resolved_store_url)
     newer_epoch = await store.claim(APP_ID, "fenced", chat_id)  # another owner took the chat
 
-    with pytest.raises(StaleOwnerError):
-        await stale.submit.remote(chat_id, user_message("from the past", message_id="m-1"))
+    with pytest.raises(SessionGone) as refused:
+        await stale.submit(chat_id, user_message("from the past", message_id="m-1"))
+    assert not refused.value.crashed
     assert await store.read_events(APP_ID, "fenced", chat_id) == []  # refused by the store
 
     async def stopped() -> bool:
         try:
-            return await stale.ping.remote() == ""  # blank again (back in the pool) ...
+            return await stale.ping() == ""  # blank again (back in the pool) ...
         except RayActorError:
             return True  # ... or ended
 
     await eventually(stopped, what="the fenced-out actor to let go of the chat")
-    assert (await sessions.stats.remote())["fenced"] == fenced_before + 1
-    assert await sessions.peek.remote(chat_id) is None
+    assert (await sessions.stats()).count("fenced") == fenced_before + 1
+    assert await sessions.peek(chat_id) is None
 
     # The chat itself carries on under a newer owner; the refused message was never recorded.
     sock = await RawSocket.open(session)

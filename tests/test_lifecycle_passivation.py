@@ -12,7 +12,7 @@ from tests.lifecycle_support import FIRST_REPLY, RawSocket, eventually, lifecycl
 
 async def _blank_or_ended(actor: Any) -> bool:
     try:
-        return await actor.ping.remote() == ""
+        return await actor.ping() == ""
     except RayActorError:
         return True
 
@@ -21,10 +21,10 @@ async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for)
     async with lifecycle_policy(idle_timeout_s=0.3) as sessions:
         broker = broker_for("sleepy")
         session = await broker.create_session("waits")
-        passivations = (await sessions.stats.remote()).get("passivations", 0)
+        passivations = (await sessions.stats()).count("passivations")
         sock = await RawSocket.open(session)
         request = await sock.next("chat.input_request")
-        first_actor = await sessions.peek.remote(session.chat_id)
+        first_actor = await sessions.peek(session.chat_id)
         await sock.close()
         await passivated(session.chat_id)
         assert await _blank_or_ended(first_actor)  # it serves no chat any more
@@ -50,7 +50,7 @@ async def test_an_idle_chat_passivates_and_comes_back_with_its_waits(broker_for)
         done = await sock.next("chat.run_complete")
         await sock.close()
         assert done["data"]["status"] == "completed"
-        assert (await sessions.stats.remote())["passivations"] >= passivations + 2
+        assert (await sessions.stats()).count("passivations") >= passivations + 2
 
     history = (await broker.events(session.chat_id, limit=1000))["events"]
     assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
@@ -86,19 +86,19 @@ async def test_resident_sessions_are_capped_least_recently_used_first(broker_for
     # Passivate whatever earlier tests left resident and idle; what stays is busy (sockets open).
     async with lifecycle_policy(max_resident_sessions=1) as sessions:
         sweeper = await broker.create_session("slow_turns")
-    assert await sessions.passivate.remote(sweeper.chat_id, await sessions.peek.remote(sweeper.chat_id))
-    busy = (await sessions.stats.remote())["resident"]
+    assert await sessions.passivate(sweeper.chat_id, await sessions.peek(sweeper.chat_id))
+    busy = (await sessions.stats()).resident
     async with lifecycle_policy(max_resident_sessions=busy + 2):
         a = await broker.create_session("slow_turns")
         b = await broker.create_session("slow_turns")
         watching_b = await RawSocket.open(b)  # an open socket does not pin b ...
         await watching_b.next("chat_meta")
         c = await broker.create_session("slow_turns")
-        assert await sessions.peek.remote(a.chat_id) is None  # least recently used and idle: went first
+        assert await sessions.peek(a.chat_id) is None  # least recently used and idle: went first
         d = await broker.create_session("slow_turns")
-        assert await sessions.peek.remote(b.chat_id) is None  # ... so it made room next
-        assert await sessions.peek.remote(c.chat_id) is not None
-        assert await sessions.peek.remote(d.chat_id) is not None
+        assert await sessions.peek(b.chat_id) is None  # ... so it made room next
+        assert await sessions.peek(c.chat_id) is not None
+        assert await sessions.peek(d.chat_id) is not None
         # The socket stayed open: its next message brings b back.
         assert (await watching_b.send(user_message("still here")))["status"] == "accepted"
         assert (await watching_b.next("chat.text", agent="Writer"))["data"]["content"].startswith("Reply one")

@@ -27,7 +27,7 @@ async def test_a_connected_chat_passivates_and_its_socket_carries_on(broker_for)
     async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S) as sessions:
         broker = broker_for("resident-follows-work")
         session = await broker.create_session("waits")
-        passivations = (await sessions.stats.remote()).get("passivations", 0)
+        passivations = (await sessions.stats()).count("passivations")
         sock = await RawSocket.open(session)
         request = await sock.next("chat.input_request")
         await passivated(session.chat_id)
@@ -46,7 +46,7 @@ async def test_a_connected_chat_passivates_and_its_socket_carries_on(broker_for)
         assert ack["status"] == "accepted"
         done = await sock.next("chat.run_complete")
         assert done["data"]["status"] == "completed"
-        assert (await sessions.stats.remote())["passivations"] >= passivations + 2
+        assert (await sessions.stats()).count("passivations") >= passivations + 2
 
         # Every durable event reached the socket once, in order, with the log's seqs.
         logged = await _log(broker, session.chat_id)
@@ -85,8 +85,8 @@ async def test_a_crash_while_passivated_and_connected_loses_nothing(broker_for):
         session = await broker.create_session("waits")
         sock = await RawSocket.open(session)
         request = await sock.next("chat.input_request")
-        former = await sessions.peek.remote(session.chat_id)
-        pid = await former.pid.remote()
+        former = await sessions.peek(session.chat_id)
+        pid = await former.pid()
         await passivated(session.chat_id)
         os.kill(pid, signal.SIGKILL)  # the process that served the chat, now blank in the warm pool
         await _still_open(sock)

@@ -8,17 +8,15 @@ import signal
 import time
 from typing import Any
 
-import ray
-
-from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.handles import DirectoryHandle
 from mozaiks.client import ChatConnection
 from tests.helpers import collect_until, durable, of_type
 
 
 async def session_pid(app_id: str, user_id: str, chat_id: str) -> int:
-    directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
-    actor = await directory.get.remote(app_id, user_id, chat_id)
-    return await actor.pid.remote()
+    directory = DirectoryHandle.lookup()
+    actor = await directory.session(app_id, user_id, chat_id)
+    return await actor.pid()
 
 
 async def kill_session(user: str, chat_id: str) -> None:

@@ -156,7 +156,7 @@ async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any], markers: Pat
         started = time.monotonic()
         sessions = await asyncio.gather(*(broker.create_session("cluster_lab") for _ in range(CHATS)))
         timings["create_10_sessions_s"] = time.monotonic() - started
-        placement = await info.directory.stats.remote()
+        placement = await info.directory.stats()
         drivers = [ChatDriver(s) for s in sessions]
         runs = [asyncio.create_task(d.run(deadline_s=120)) for d in drivers]
 
@@ -173,9 +173,9 @@ async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any], markers: Pat
         statuses = await asyncio.gather(*runs)
         timings["kill_to_all_complete_s"] = time.monotonic() - killed_at
         chats = [await check_log(broker, d) for d in drivers]
-    return {"nodes": node_ids, "sessions_per_node": placement["per_node"],
+    return {"nodes": node_ids, "sessions_per_node": placement.per_node,
             "started_on_killed_node": started_there, "statuses": statuses, "chats": chats,
-            "tool_runs": tool_runs(markers), "directory_after": await info.directory.stats.remote(),
+            "tool_runs": tool_runs(markers), "directory_after": (await info.directory.stats()).model_dump(),
             "timings": timings}
 
 

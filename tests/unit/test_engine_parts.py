@@ -20,7 +20,7 @@ from actors.snapshot import PendingInput, PendingTools, PendingUi, RunUsage, Ses
 from actors.tool_tasks import ToolOutcome
 from actors.triggers import ContextTriggers, matches
 from actors.usage import UsageMeter
-from mozaiks.protocol.events import EVENT_MODELS, ContextUpdate, ToolResponse, UiToolDismiss, utc_now_iso
+from mozaiks.protocol.events import EVENT_MODELS, Ack, ContextUpdate, ToolResponse, UiToolDismiss, utc_now_iso
 from mozaiks.providers.base import ModelReply, ToolCallRequest
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
@@ -218,7 +218,7 @@ async def test_hello_runs_end_to_end_without_ray(sqlite_store: SQLiteStore, sett
     await engine.on_attach()
     await asyncio.wait_for(wait_for_step(engine, "input"), 5)
     ack = await engine.submit_text("m1", "Ada", None)
-    assert ack == {"id": "m1", "status": "accepted", "reason": None}
+    assert ack == Ack(id="m1", status="accepted", reason=None)
     await asyncio.wait_for(wait_for_step(engine, "idle"), 5)
     stored = await sqlite_store.read_events("app", "u", "c1")
     types = [e.type for e in stored]

@@ -1,0 +1,37 @@
+"""The runtime's own exceptions, in one tree (as httpx has one): catch ``MozaiksError`` for all of
+them, or a branch for one kind. Errors a client sees on the wire are ``protocol.errors.ApiError``
+envelopes instead; these are for code calling the runtime's parts."""
+
+from __future__ import annotations
+
+
+class MozaiksError(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+
+class ChatNotFound(MozaiksError):
+    """No chat with this id for this app and user (another tenant's chat looks exactly like this)."""
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(f"chat {chat_id} not found")
+        self.chat_id = chat_id
+
+
+class SessionError(MozaiksError):
+    """About a chat's session actor."""
+
+
+class StaleOwnerError(SessionError):
+    """This session lost ownership of its chat to a newer activation (or never had it): ask the
+    directory for the chat's session again."""
+
+
+class SessionGone(SessionError):
+    """The session actor a handle points at no longer serves the chat: its process died
+    (``crashed``), or it passivated or was fenced out (it is alive, serving another chat or none).
+    Raised by ``actors.handles.SessionHandle`` for Ray's actor-gone errors and ``StaleOwnerError``."""
+
+    def __init__(self, chat_id: str, crashed: bool) -> None:
+        super().__init__(f"the session of chat {chat_id} is gone ({'crashed' if crashed else 'released'})")
+        self.chat_id = chat_id
+        self.crashed = crashed
