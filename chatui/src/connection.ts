@@ -33,6 +33,19 @@ export class Broker {
     return this.request<TokenResponse>("POST", `/api/mozaiks/sessions/${encodeURIComponent(chatId)}/token`);
   }
 
+  /** A chat's whole durable log, oldest first. */
+  async history(chatId: string): Promise<ServerEvent[]> {
+    const events: ServerEvent[] = [];
+    let after = 0;
+    for (;;) {
+      const page = await this.request<{ events: ServerEvent[]; next_after_seq: number | null }>(
+        "GET", `/api/mozaiks/sessions/${encodeURIComponent(chatId)}/events?after_seq=${after}&limit=1000`);
+      events.push(...page.events);
+      if (page.next_after_seq === null || page.next_after_seq === undefined) return events;
+      after = page.next_after_seq;
+    }
+  }
+
   async workflows(): Promise<WorkflowInfo[]> {
     return (await this.request<{ workflows: WorkflowInfo[] }>("GET", "/api/mozaiks/workflows")).workflows;
   }

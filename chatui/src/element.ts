@@ -8,7 +8,9 @@ import { Broker, ChatSocket, type ConnectionState, type GetToken, newId } from "
 import { renderMarkdown } from "./markdown.js";
 import { BrokerError, type ServerEvent, type SessionSummary, type WorkflowInfo } from "./protocol.js";
 import { styles } from "./styles.js";
-import { type InputItem, type Item, Timeline, type ToolItem } from "./timeline.js";
+import {
+  type ChildChat, type ChildrenItem, type ChildStatus, type InputItem, type Item, type MessageItem, Timeline, type ToolItem,
+} from "./timeline.js";
 
 type Mode = "workflow" | "ask";
 
@@ -25,8 +27,18 @@ class Conversation {
   stateMessage: string | null = null;
   sentWhileRunning = new Set<string>();
   replaying = false;  // between chat_meta and chat.resume_boundary: render once, at the boundary
+  parent: { chatId: string; workflow: string } | null = null;  // set when opened from a parent's child list
   constructor(readonly workflow: string) {}
 }
+
+// A long chat (a replay of thousands of events) renders Markdown only for its newest messages and for
+// those scrolled near the view; the rest show their plain text until then.
+const EAGER_MARKDOWN = 30;
+const MARKDOWN_MARGIN = "1200px 0px";
+
+const CHILD_STATUS: Record<ChildStatus, string> = {
+  running: "running", completed: "completed", failed: "failed", cancelled: "cancelled", timed_out: "timed out",
+};
 
 const REJECT_REASONS: Record<string, string> = {
   run_in_progress: "Not sent: this workflow takes one message at a time. Wait for the reply, then send again.",
@@ -77,6 +89,8 @@ export class MozaiksChat extends LitElement {
   private lastFocusedInput: string | null = null;
   private lastArtifact: string | null = null;
   private stickToBottom = true;
+  private markdownShown = new WeakSet<MessageItem>();
+  private deferred: { log: Element; observer: IntersectionObserver; seen: WeakSet<Element> } | null = null;
 
   /** The host's user JWT, for the Session Broker. Called before every broker request. */
   get getToken(): GetToken | null {
@@ -105,7 +119,7 @@ export class MozaiksChat extends LitElement {
     const mode: Mode = name === this.askWorkflow ? "ask" : "workflow";
     this.mode = mode;
     if (this.presentation === "overlay") this.open = true;
-    return this.start(mode, name, context, options.chatId ?? null, 0);
+    return this.start(mode, name, context, options.chatId ?? null);
   }
 
   /** Reopen a past chat (from the session list). */
@@ -113,11 +127,26 @@ export class MozaiksChat extends LitElement {
     return this.openWorkflow(workflowName, null, { chatId });
   }
 
+  /** Open a child workflow's chat (from a parent's list of children). A host may handle this itself:
+   * the element first dispatches a cancelable `mozaiks-open-chat`. The child's view offers a way back. */
+  async openChild(chatId: string, workflowName: string): Promise<void> {
+    const parent = this.current?.socket ? { chatId: this.current.socket.chatId, workflow: this.current.workflow } : null;
+    const proceed = this.dispatchEvent(new CustomEvent("mozaiks-open-chat", {
+      detail: { chatId, workflowName, parentChatId: parent?.chatId ?? null },
+      bubbles: true, composed: true, cancelable: true,
+    }));
+    if (!proceed) return;
+    await this.resume(chatId, workflowName);
+    const conv = this.current;
+    if (conv) conv.parent = parent;
+    this.scheduleRender();
+  }
+
   /** Switch between the workflow conversation and ask mode; each keeps its own chat. */
   async setMode(mode: Mode): Promise<void> {
     this.mode = mode;
     if (mode === "ask" && !this.conversations.ask && this.tokenSource) {
-      await this.start("ask", this.askWorkflow, null, null, 0);
+      await this.start("ask", this.askWorkflow, null, null);
     }
     this.focusComposer();
   }
@@ -172,6 +201,7 @@ export class MozaiksChat extends LitElement {
   }
 
   private remember(mode: Mode, value: Stored | null): void {
+    this.unsaved.delete(mode);
     try {
       if (value) sessionStorage.setItem(this.storageName(mode), JSON.stringify(value));
       else sessionStorage.removeItem(this.storageName(mode));
@@ -179,6 +209,22 @@ export class MozaiksChat extends LitElement {
       /* storage disabled: the chat still works, it just is not restored after a reload */
     }
   }
+
+  private unsaved = new Map<Mode, Stored>();
+  private saveTimer: number | undefined;
+
+  /** The resume point changes with every event: a replay of thousands would write storage thousands of
+   * times, so it is written at most every 250 ms and when the page is hidden. */
+  private rememberSoon(mode: Mode, value: Stored): void {
+    this.unsaved.set(mode, value);
+    this.saveTimer ??= window.setTimeout(this.flushSaved, 250);
+  }
+
+  private flushSaved = (): void => {
+    window.clearTimeout(this.saveTimer);
+    this.saveTimer = undefined;
+    for (const [mode, value] of [...this.unsaved]) this.remember(mode, value);
+  };
 
   /** After a reload: reattach to the chats this tab had open. Returns whether one was restored. */
   private restoring: Promise<boolean> | null = null;
@@ -191,7 +237,7 @@ export class MozaiksChat extends LitElement {
         if (!saved || this.conversations[mode]) continue;
         try {
           // The page starts empty, so the whole log is replayed (from seq 0) to rebuild the view.
-          await this.start(mode, saved.workflow_name, null, saved.chat_id, 0);
+          await this.start(mode, saved.workflow_name, null, saved.chat_id);
           any = true;
         } catch {
           this.remember(mode, null);
@@ -207,8 +253,8 @@ export class MozaiksChat extends LitElement {
     return this.restoring;
   }
 
-  private async start(mode: Mode, name: string, context: Record<string, unknown> | null, chatId: string | null,
-                      fromSeq: number): Promise<string> {
+  private async start(mode: Mode, name: string, context: Record<string, unknown> | null,
+                      chatId: string | null): Promise<string> {
     const previous = this.conversations[mode];
     const conv = new Conversation(name);
     let session;
@@ -224,6 +270,7 @@ export class MozaiksChat extends LitElement {
       this.emit("mozaiks-error", { message, code: error instanceof BrokerError ? error.code : "network" });
       throw error;
     }
+    const fromSeq = chatId ? await this.loadHistory(conv, session.chat_id) : 0;
     previous?.socket?.close();
     this.clearMounts();
     this.conversations[mode] = conv;
@@ -236,12 +283,28 @@ export class MozaiksChat extends LitElement {
         this.emit("mozaiks-connection", { state, message, chatId: session.chat_id });
         this.scheduleRender();
       },
-      onSeq: (seq) => this.remember(mode, { chat_id: session.chat_id, workflow_name: name, last_seq: seq }),
+      onSeq: (seq) => this.rememberSoon(mode, { chat_id: session.chat_id, workflow_name: name, last_seq: seq }),
     });
     this.remember(mode, { chat_id: session.chat_id, workflow_name: name, last_seq: fromSeq });
     this.scheduleRender();
     this.focusComposer();
     return session.chat_id;
+  }
+
+  /** A chat being reopened gets its log over HTTP, in pages of a thousand events: far cheaper for the
+   * browser than one WebSocket frame per event. The socket then resumes after the last one. Returns
+   * that seq; 0 (the socket replays everything) when the broker has no events endpoint. */
+  private async loadHistory(conv: Conversation, chatId: string): Promise<number> {
+    let events: ServerEvent[];
+    try {
+      events = await this.broker.history(chatId);
+    } catch {
+      return 0;
+    }
+    conv.replaying = true;
+    for (const event of events) this.onEvent(conv, event);
+    conv.replaying = false;
+    return events.at(-1)?.seq ?? 0;
   }
 
   private onEvent(conv: Conversation, event: ServerEvent): void {
@@ -296,6 +359,7 @@ export class MozaiksChat extends LitElement {
   connectedCallback(): void {
     super.connectedCallback();
     this.addEventListener("keydown", this.onKeydown);
+    window.addEventListener("pagehide", this.flushSaved);
     this.countdownTimer = window.setInterval(() => {
       if (this.current?.timeline.openInput?.deadline) this.tick++;
     }, 1000);
@@ -304,6 +368,8 @@ export class MozaiksChat extends LitElement {
   disconnectedCallback(): void {
     super.disconnectedCallback();
     this.removeEventListener("keydown", this.onKeydown);
+    window.removeEventListener("pagehide", this.flushSaved);
+    this.flushSaved();
     window.clearInterval(this.countdownTimer);
     this.clearMounts();
     for (const conv of Object.values(this.conversations)) conv?.socket?.close();
@@ -325,6 +391,7 @@ export class MozaiksChat extends LitElement {
   protected updated(): void {
     this.syncMounts();
     const log = this.renderRoot.querySelector(".log");
+    this.observeDeferred(log);
     if (log && this.stickToBottom) log.scrollTop = log.scrollHeight;
     const tl = this.current?.timeline;
     const input = tl?.openInput;
@@ -334,6 +401,35 @@ export class MozaiksChat extends LitElement {
       (first ?? this.composer)?.focus();
     }
   }
+
+  private observeDeferred(log: Element | null): void {
+    if (this.deferred?.log !== log) {
+      this.deferred?.observer.disconnect();
+      this.deferred = log ? { log, observer: new IntersectionObserver(this.onNearView, { root: log, rootMargin: MARKDOWN_MARGIN }),
+                              seen: new WeakSet() } : null;
+    }
+    if (!this.deferred) return;
+    for (const el of log!.querySelectorAll(".md.deferred")) {
+      if (this.deferred.seen.has(el)) continue;
+      this.deferred.seen.add(el);
+      this.deferred.observer.observe(el);
+    }
+  }
+
+  private onNearView = (entries: IntersectionObserverEntry[]): void => {
+    const tl = this.current?.timeline;
+    let shown = false;
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      this.deferred?.observer.unobserve(entry.target);
+      const item = tl?.get<MessageItem>((entry.target as HTMLElement).dataset.key ?? "");
+      if (item) {
+        this.markdownShown.add(item);
+        shown = true;
+      }
+    }
+    if (shown) this.scheduleRender();
+  };
 
   private get composer(): HTMLTextAreaElement | null {
     return this.renderRoot?.querySelector?.("form.composer textarea") ?? null;
@@ -432,10 +528,12 @@ export class MozaiksChat extends LitElement {
         <div class="body">
           ${this.sidebar ? this.renderSidebar() : nothing}
           <div class="main">
+            ${conv?.parent ? this.renderBack(conv.parent) : nothing}
             <div class="log" role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages"
                  tabindex="0">
               ${tl && tl.items.length
-                ? repeat(tl.items, (item) => item.key, (item) => this.renderItem(item, tl))
+                ? repeat(tl.items, (item) => item.key,
+                         (item, index) => this.renderItem(item, tl, index >= tl.items.length - EAGER_MARKDOWN))
                 : html`<p class="empty">${conv ? "Connecting…" : "Pick a workflow from ☰ to start."}</p>`}
             </div>
             <div class="thinking" aria-live="polite">${tl?.thinking ? `${tl.thinking} is thinking…` : ""}</div>
@@ -463,6 +561,7 @@ export class MozaiksChat extends LitElement {
       if (tl.status !== "active") text = `Chat ${tl.status}.`;
       else if (tl.openInput) text = `${tl.openInput.agent || "The assistant"} is waiting for your answer.`;
       else if (tl.artifact?.ui && !tl.artifact.ui.answered) text = "Waiting for your answer in the panel.";
+      else if (tl.phase === "waiting_children") text = waitingFor(tl.openChildren);
     }
     return html`<div class="status-line" role="status" ?data-alert=${!!alert}>${text}</div>`;
   }
@@ -498,15 +597,18 @@ export class MozaiksChat extends LitElement {
       </nav>`;
   }
 
-  private renderItem(item: Item, tl: Timeline): TemplateResult | typeof nothing {
+  private renderItem(item: Item, tl: Timeline, recent: boolean): TemplateResult | typeof nothing {
     switch (item.kind) {
       case "message": {
         const user = item.role === "user";
+        if (recent && !item.streaming && !user) this.markdownShown.add(item);
         return html`<div class="msg ${user ? "user" : ""}" aria-busy=${String(item.streaming)}>
           <div class="who">${user ? "You" : item.agent}</div>
           ${item.streaming || user
             ? html`<div class="text">${item.content}</div>`
-            : html`<div class="md">${unsafeHTML(renderMarkdown(item.content))}</div>`}
+            : this.markdownShown.has(item)
+              ? html`<div class="md">${unsafeHTML(renderMarkdown(item.content))}</div>`
+              : html`<div class="md deferred" data-key=${item.key}>${item.content}</div>`}
           ${item.queued ? html`<div class="queued">Queued: sent after the current turn</div>` : nothing}
         </div>`;
       }
@@ -514,6 +616,8 @@ export class MozaiksChat extends LitElement {
         return this.renderTool(item);
       case "input":
         return this.renderInput(item, tl);
+      case "children":
+        return this.renderChildren(item);
       case "handoff":
         return html`<div class="divider" role="separator">${item.text}</div>`;
       case "error":
@@ -523,6 +627,33 @@ export class MozaiksChat extends LitElement {
       default:
         return html`<div class="notice">${item.text}</div>`;
     }
+  }
+
+  private renderChildren(item: ChildrenItem): TemplateResult {
+    const heading = item.merged
+      ? `Child workflows merged: ${item.merged.completed} completed, ${item.merged.failed} failed`
+      : `Child workflows: ${item.children.filter((c) => c.status !== "running").length} of ${item.total} done`;
+    return html`
+      <section class="children" aria-label="Child workflows" ?data-merged=${!!item.merged}>
+        <div class="children-head">${heading}</div>
+        <ul>${repeat(item.children, (c) => c.chatId, (c) => this.renderChild(c))}</ul>
+      </section>`;
+  }
+
+  private renderChild(child: ChildChat): TemplateResult {
+    return html`
+      <li data-status=${child.status}>
+        <button type="button" class="link" aria-label=${`Open the ${child.workflow} chat${child.journey ? ` (${child.journey})` : ""}`}
+                @click=${() => void this.openChild(child.chatId, child.workflow).catch(() => undefined)}>${child.workflow}</button>
+        ${child.journey ? html`<span class="journey">${child.journey}</span>` : nothing}
+        <span class="child-status" data-s=${child.status}>${CHILD_STATUS[child.status] ?? child.status}</span>
+        ${child.summary ? html`<div class="summary">${child.summary}</div>` : nothing}
+      </li>`;
+  }
+
+  private renderBack(parent: { chatId: string; workflow: string }): TemplateResult {
+    return html`<div class="back"><button type="button" class="link"
+      @click=${() => void this.resume(parent.chatId, parent.workflow).catch(() => undefined)}>← Back to ${parent.workflow}</button></div>`;
   }
 
   private renderTool(item: ToolItem): TemplateResult {
@@ -681,6 +812,12 @@ function json(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+function waitingFor(group: ChildrenItem | null): string {
+  const running = group?.children.filter((c) => c.status === "running").length ?? 0;
+  return running ? `Waiting for ${running} child workflow${running === 1 ? "" : "s"} to finish.`
+                 : "Waiting for the child workflows to finish.";
 }
 
 function fmtSeconds(total: number): string {

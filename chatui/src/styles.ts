@@ -87,6 +87,9 @@ export const styles = css`
   .sidebar small { display: block; color: var(--_muted); font-size: 11px; }
   .main { flex: 1; display: flex; flex-direction: column; min-width: 0; }
   .log { flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px; }
+  /* Off-screen entries skip layout and paint: a log of thousands stays cheap to render and scroll. */
+  .log > * { content-visibility: auto; contain-intrinsic-size: auto 44px; flex-shrink: 0; }
+  .msg .md.deferred { white-space: pre-wrap; }
   .msg { max-width: 88%; padding: 8px 11px; border-radius: var(--_radius); background: var(--_surface);
          border: 1px solid var(--_border); overflow-wrap: anywhere; }
   .msg.user { align-self: flex-end; background: var(--_user-bg); border-color: transparent; }
@@ -116,6 +119,17 @@ export const styles = css`
   .error { color: var(--_error); border: 1px solid var(--_error); border-radius: 8px; padding: 6px 10px; }
   .notice { align-self: center; color: var(--_muted); font-size: 13px; }
   .thinking { color: var(--_muted); font-style: italic; font-size: 13px; padding: 0 12px 4px; min-height: 1.4em; }
+  .children { border: 1px solid var(--_border); border-radius: 8px; padding: 6px 10px; font-size: 13px; }
+  .children-head { font-weight: 600; color: var(--_muted); }
+  .children ul { list-style: none; margin: 4px 0 0; padding: 0; display: grid; gap: 4px; }
+  .children li { display: flex; flex-wrap: wrap; align-items: baseline; gap: 8px; }
+  .children .journey { color: var(--_muted); }
+  .children .child-status { margin-left: auto; font-size: 12px; }
+  .children .child-status[data-s="completed"] { color: var(--_ok); }
+  .children .child-status[data-s="failed"], .children .child-status[data-s="timed_out"] { color: var(--_error); }
+  .children .summary { flex-basis: 100%; color: var(--_muted); white-space: pre-wrap; }
+  button.link { border: none; background: none; padding: 0; color: var(--_accent); text-decoration: underline; }
+  .back { padding: 6px 12px 0; font-size: 13px; }
   .inputreq { border: 1px dashed var(--_accent); border-radius: 8px; padding: 8px 10px; font-size: 13px; }
   .inputreq form { display: grid; gap: 6px; margin-top: 6px; }
   .inputreq label { display: grid; gap: 2px; }

@@ -39,15 +39,35 @@ export interface InputItem {
   answered: boolean;
 }
 
+export type ChildStatus = "running" | "completed" | "failed" | "cancelled" | "timed_out";
+
+export interface ChildChat {
+  chatId: string;
+  workflow: string;
+  journey: string;
+  index: number;
+  status: ChildStatus;
+  summary: string | null;
+}
+
+/** One fan-out: the child workflows a run started, live until the parent merges their outcomes. */
+export interface ChildrenItem {
+  kind: "children";
+  key: string;
+  total: number;
+  children: ChildChat[];
+  merged: { completed: number; failed: number; resumeAgent: string | null } | null;
+}
+
 export interface MarkerItem {
   kind: "handoff" | "error" | "notice" | "usage";
   key: string;
   text: string;
 }
 
-export type Item = MessageItem | ToolItem | InputItem | MarkerItem;
+export type Item = MessageItem | ToolItem | InputItem | ChildrenItem | MarkerItem;
 
-export type Phase = "idle" | "running" | "waiting_input" | null;
+export type Phase = "idle" | "running" | "waiting_input" | "waiting_children" | null;
 
 export class Timeline {
   items: Item[] = [];
@@ -76,8 +96,27 @@ export class Timeline {
     return null;
   }
 
+  /** The fan-out whose children are still being waited for, if any. */
+  get openChildren(): ChildrenItem | null {
+    for (let i = this.items.length - 1; i >= 0; i--) {
+      const item = this.items[i];
+      if (item.kind === "children") return item.merged ? null : item;
+    }
+    return null;
+  }
+
   get running(): boolean {
-    return this.status === "active" && (this.phase === "running" || this.thinking !== null);
+    return this.status === "active"
+      && (this.phase === "running" || this.phase === "waiting_children" || this.thinking !== null);
+  }
+
+  private findChild(chatId: string): ChildChat | undefined {
+    for (let i = this.items.length - 1; i >= 0; i--) {
+      const item = this.items[i];
+      const child = item.kind === "children" ? item.children.find((c) => c.chatId === chatId) : undefined;
+      if (child) return child;
+    }
+    return undefined;
   }
 
   private add(item: Item): void {
@@ -85,7 +124,7 @@ export class Timeline {
     this.byKey.set(item.key, item);
   }
 
-  private get<T extends Item>(key: string): T | undefined {
+  get<T extends Item>(key: string): T | undefined {
     return this.byKey.get(key) as T | undefined;
   }
 
@@ -219,6 +258,37 @@ export class Timeline {
           if (queued) queued.queued = false;
         }
         this.phase = "running";
+        break;
+      }
+      case "chat.child_started": {
+        let group = this.openChildren;
+        if (!group) {
+          group = { kind: "children", key: `k:${event.seq ?? this.items.length}`, total: d.total ?? 0, children: [],
+                    merged: null };
+          this.add(group);
+        }
+        if (!group.children.some((c) => c.chatId === d.child_chat_id)) {
+          group.children.push({ chatId: d.child_chat_id, workflow: d.workflow_name ?? "", journey: d.journey ?? "",
+                                index: d.index ?? group.children.length, status: "running", summary: null });
+          group.children.sort((a, b) => a.index - b.index);
+        }
+        group.total = Math.max(group.total, d.total ?? 0, group.children.length);
+        this.phase = "waiting_children";
+        this.thinking = null;
+        break;
+      }
+      case "chat.child_completed": {
+        const child = this.findChild(d.child_chat_id);
+        if (child) {
+          child.status = d.status;
+          child.summary = d.summary ?? null;
+        }
+        break;
+      }
+      case "chat.children_merged": {
+        const group = this.openChildren;
+        if (group) group.merged = { completed: d.completed ?? 0, failed: d.failed ?? 0, resumeAgent: d.resume_agent ?? null };
+        if (this.phase === "waiting_children") this.phase = "running";
         break;
       }
       case "chat.handoff":
