@@ -53,8 +53,9 @@ def shown_to_user(workflow: Workflow, agent_name: str) -> bool:
 def text_events(workflow: Workflow, triggers: ContextTriggers, agent_name: str, message_id: str,
                 reply: ModelReply, partial: bool = False) -> list[EventSpec]:
     content = reply.text if reply.text is not None else json.dumps(reply.structured)
+    shown = shown_to_user(workflow, agent_name) and not triggers.hides(agent_name, content)
     text = ChatText(message_id=message_id, agent=agent_name, role="assistant", content=content,
-                    visibility="user" if shown_to_user(workflow, agent_name) else "trace")
+                    visibility="user" if shown else "trace")
     if partial:
         text.partial = True
     if reply.structured is not None:

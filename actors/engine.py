@@ -20,6 +20,7 @@ from actors.commits import Committer, EventSpec, SessionState, error_event
 from actors.event_hub import EventHub
 from actors.handles import SessionHandle
 from actors.history import History
+from actors.lifecycle_hooks import LifecycleHooks
 from actors.routing import TERMINATE, USER, after_user, route
 from actors.run_host import ValidationBudget
 from actors.run_steps import CHAT_STATUS_OF_RUN, PHASE_OF_STEP, RunSteps, new_id
@@ -57,7 +58,8 @@ class SessionEngine:
         self.timer = waits.WaitTimer(self._on_timeout)
         self.validation = ValidationBudget()
         self.tools = ToolPhase(self)
-        self.turn = AgentTurn(self, self.tools)
+        self.lifecycle = LifecycleHooks(self, self.tools.runner)
+        self.turn = AgentTurn(self, self.tools, self.lifecycle)
         self._drive_task: asyncio.Task[None] | None = None
 
     @property
@@ -73,6 +75,7 @@ class SessionEngine:
 
     async def on_attach(self) -> None:
         """A client opened the chat: an AgentDriven workflow that never ran starts now."""
+        await self.lifecycle.greet()
         if (self.workflow.orchestrator.startup_mode == "AgentDriven" and self.state.runs_started == 0
                 and self.steps.step == "idle" and self.status == "active"):
             await self._start_run(None, from_user=False)
@@ -200,8 +203,11 @@ class SessionEngine:
             await self.finish("failed", events=[error_event(None, "internal_error", "The run failed unexpectedly")])
 
     # ---------------------------------------------------------------- turn end and run end
-    async def end_turn(self, agent_name: str, transfer: str | None) -> None:
-        target, reason = route(self.workflow, agent_name, self.state.context, transfer)
+    async def end_turn(self, agent_name: str, transfer: str | None, pre: str | None = None) -> None:
+        """``pre``: a `condition_scope: pre` rule's target, chosen before the agent spoke."""
+        if pre is None:
+            await self.lifecycle.after_agent(agent_name)
+        target, reason = (pre, "condition") if pre else route(self.workflow, agent_name, self.state.context, transfer)
         if target == TERMINATE or (target == USER and not self.workflow.orchestrator.human_in_the_loop):
             await self.finish("completed")
         elif target == USER:
@@ -229,12 +235,13 @@ class SessionEngine:
 
     async def finish(self, run_status: str, events: list[EventSpec] | None = None,
                       summary: str | None = None) -> None:
+        events = (events or []) + await self.lifecycle.after_chat()
         run_usage, run_id = self.state.usage, self.state.run_id
         self.steps.enter("idle")
         self.status = CHAT_STATUS_OF_RUN[run_status]
         self.state.usage = type(run_usage)()
         self.validation.reset()
-        await self.commit((events or []) + [usage.summary(run_usage), (None, ev.RunComplete(
+        await self.commit(events + [usage.summary(run_usage), (None, ev.RunComplete(
             run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))])
         if self.on_run_end is not None:
             await self.on_run_end(run_status)

@@ -32,7 +32,8 @@ class History:
                 self.messages.append(ModelMessage(role="assistant", name=event.agent,
                                                   content=data.get("content", "")))
                 self._last_reply_id = data.get("message_id")
-        elif event.type == "chat.tool_call":
+        # A lifecycle tool's call is no model's: skipped, its response is an orphan no model sees.
+        elif event.type == "chat.tool_call" and data.get("trigger") is None:
             call = ToolCallRequest(id=data["call_id"], name=data["name"], arguments=data.get("arguments") or {})
             last = self.messages[-1] if self.messages else None
             same_reply = data.get("message_id") is not None and data.get("message_id") == self._last_reply_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.expressions import evaluate
-from workflows.model import Workflow
+from workflows.model import HandoffRule, Workflow
 
 USER = "user"
 TERMINATE = "terminate"
@@ -22,12 +22,22 @@ def llm_targets(workflow: Workflow, agent: str) -> list[tuple[str, str]]:
             if rule.source_agent == agent and rule.handoff_type == "condition" and rule.condition_type == "llm"]
 
 
+def _holds(rule: HandoffRule, agent: str, context: dict[str, Any]) -> bool:
+    return (rule.source_agent == agent and rule.handoff_type == "condition" and rule.condition_type == "expression"
+            and rule.condition is not None and evaluate(rule.condition, context))
+
+
+def pre_route(workflow: Workflow, agent: str, context: dict[str, Any]) -> str | None:
+    """Where a `condition_scope: pre` expression sends the turn before ``agent`` speaks (file order)."""
+    return next((rule.target_agent for rule in workflow.handoffs
+                 if rule.condition_scope == "pre" and _holds(rule, agent, context)), None)
+
+
 def route(workflow: Workflow, agent: str, context: dict[str, Any], llm_choice: str | None) -> tuple[str, str]:
-    """Expression conditions in file order, then the model's transfer, then after-work, then the user."""
+    """Expression conditions (`post` or unscoped) in file order, then the model's transfer, then
+    after-work, then the user."""
     for rule in workflow.handoffs:
-        if (rule.source_agent == agent and rule.handoff_type == "condition"
-                and rule.condition_type == "expression" and rule.condition
-                and evaluate(rule.condition, context)):
+        if rule.condition_scope != "pre" and _holds(rule, agent, context):
             return rule.target_agent, "condition"
     if llm_choice:
         return llm_choice, "llm"

@@ -86,3 +86,6 @@ class SessionSnapshot(BaseModel):
     usage: RunUsage = Field(default_factory=RunUsage)
     last_user_message: str = ""
     cancel_after_turn: bool = False
+    # The last lifecycle point whose tools ran, so a resumed turn does not run them twice.
+    lifecycle_point: str | None = None
+    greeted: bool = False  # the workflow's initial_message_to_user was shown

@@ -41,6 +41,12 @@ class ContextTriggers:
                 for var in self.workflow.context_variables for trig in var.source.triggers
                 if trig.type == "agent_text" and trig.agent in (None, agent) and matches(trig.match, text)]
 
+    def hides(self, agent: str, text: str) -> bool:
+        """A matching `ui_hidden` trigger makes the text trace only (MozaiksAI's control tokens)."""
+        return any(trig.ui_hidden and trig.type == "agent_text" and trig.agent in (None, agent)
+                   and matches(trig.match, text)
+                   for var in self.workflow.context_variables for trig in var.source.triggers)
+
     def on_ui_response(self, tool: str, response: Any) -> list[EventSpec]:
         events = []
         for var in self.workflow.context_variables:

@@ -7,6 +7,7 @@ import asyncio
 from actors import agent_turn, usage
 from actors.commits import EventSpec, error_event
 from actors.delta_buffer import DeltaBuffer
+from actors.lifecycle_hooks import LifecycleHooks
 from actors.run_host import RunHost
 from actors.run_steps import new_id
 from actors.tool_phase import ToolPhase
@@ -16,9 +17,10 @@ from mozaiks.store.base import UsageRecord
 
 
 class AgentTurn:
-    def __init__(self, host: RunHost, tools: ToolPhase) -> None:
+    def __init__(self, host: RunHost, tools: ToolPhase, lifecycle: LifecycleHooks) -> None:
         self.host = host
         self.tools = tools
+        self.lifecycle = lifecycle
 
     async def step(self) -> None:
         h = self.host
@@ -28,6 +30,8 @@ class AgentTurn:
             return await h.finish("max_turns")
         if h.steps.consecutive_limit_reached(agent_name, h.workflow.agent(agent_name).max_consecutive_turns):
             return await h.end_turn(agent_name, None)
+        if (pre := await self.lifecycle.before_turn(agent_name)) is not None:
+            return await h.end_turn(agent_name, None, pre=pre)
         await h.commit([(agent_name, SelectSpeaker(agent=agent_name))])
         reply, message_id = await self._call_model(agent_name)
         if reply is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall
@@ -17,9 +18,15 @@ def _deploy(workflows_dir: Path, name: str, base_url: str) -> None:
     """Copy a fixture and point its agents at the fake server: the deployment's one addition."""
     folder = workflows_dir / name
     shutil.copytree(FIXTURES / name, folder, dirs_exist_ok=True)
+    model = {"provider": "openai", "name": "fake-model", "base_url": base_url}
     orchestrator = folder / "orchestrator.yaml"
-    orchestrator.write_text(orchestrator.read_text() + f"model:\n  provider: openai\n  name: fake-model\n"
-                            f"  base_url: {base_url}\n")
+    if orchestrator.is_file():
+        orchestrator.write_text(orchestrator.read_text() + "model:\n" + "".join(f"  {k}: {v}\n" for k, v in model.items()))
+        return
+    orchestrator = folder / "orchestrator.json"
+    data = json.loads(orchestrator.read_text())
+    data["orchestrator"]["model"] = model
+    orchestrator.write_text(json.dumps(data))
 
 
 async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fake_model: FakeOpenAI) -> None:
@@ -111,3 +118,86 @@ async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_
     tool_message = fake_model.requests[4].body["messages"][-1]
     assert tool_message["role"] == "tool" and "mozaiks_no_such_module" in tool_message["content"]
     assert of_type(events, "chat.text")[-1]["data"]["content"].startswith("The booking card is unavailable")
+
+
+def _trace(events: list[dict[str, Any]]) -> list[str]:
+    """What the user would see happen, in order: hooks by trigger, speakers, model tools, handoffs."""
+    names = {e["data"]["call_id"]: e["data"]["name"] for e in of_type(events, "chat.tool_call")}
+    out = []
+    for e in events:
+        data = e["data"]
+        if e["type"] == "chat.tool_call":
+            out.append(f"{data.get('trigger') or 'tool'}:{data['agent']}:{data['name']}")
+        elif e["type"] == "chat.tool_response":
+            out.append(f"  {names[data['call_id']]} {data['status']}")
+        elif e["type"] == "chat.select_speaker":
+            out.append(f"speaks:{data['agent']}")
+        elif e["type"] == "chat.handoff":
+            out.append(f"handoff:{data['from_agent']}->{data['to_agent']}:{data['reason']}")
+        elif e["type"] == "chat.run_complete":
+            out.append(f"end:{data['status']}")
+    return out
+
+
+async def test_lifecycle_tools_run_at_their_points(broker_for, workflows_dir: Path, fake_model: FakeOpenAI) -> None:
+    """NewsDesk (JSON files): a greeting, the four lifecycle points, a `pre` handoff, a hidden NEXT."""
+    _deploy(workflows_dir, "NewsDesk", fake_model.base_url)
+    fake_model.enqueue(
+        FakeResponse(text="NEXT", chunks=2),
+        FakeResponse(tool_calls=[FakeToolCall(name="publish_story", arguments={"headline": "Tram line opens"})]),
+        FakeResponse(text="Published.", chunks=2),
+        FakeResponse(text="Published, shorter.", chunks=2),
+    )
+    broker = broker_for("editor-in-chief")
+    session = await broker.create_session("NewsDesk")
+    conn = await broker.connect(session, last_seq=0)
+    greeting = (await collect_until(conn, "chat.text", timeout=30))[-1]["data"]
+    assert greeting["content"] == "Welcome to the news desk. What should we write about?"
+    assert greeting["visibility"] == "user" and greeting["agent"] == "Editor"
+
+    await conn.say("Write about the new tram line")
+    events = await collect_until(conn, "chat.run_complete", timeout=90)
+    assert _trace(events) == [
+        "before_chat:runtime:open_desk", "  open_desk ok",
+        "before_agent:Editor:check_wire", "  check_wire error",  # logged, and the run goes on
+        "speaks:Editor",
+        "after_agent:Editor:count_turn", "  count_turn ok",
+        "handoff:Editor->Writer:condition",  # the post rule: NEXT set angle_ready
+        "before_agent:Writer:brief_writer", "  brief_writer ok",
+        "speaks:Writer", "tool:Writer:publish_story", "  publish_story ok", "speaks:Writer",
+        "after_agent:Writer:count_turn", "  count_turn ok",
+        "after_chat:runtime:archive", "  archive ok",
+        "end:completed",
+    ]
+    responses = {e["data"]["name"]: e["data"] for e in of_type(events, "chat.tool_response")}
+    assert "ConnectionError: the news wire is down" in responses["check_wire"]["error"]
+    # what before_agent set is what the Writer's own tool read in the same turn
+    assert responses["publish_story"]["result"] == {"published": "Tram line opens",
+                                                    "brief": "Write for commuters, in 120 words."}
+    assert responses["archive"]["result"] == {"archived": 2}
+    next_word = next(e["data"] for e in of_type(events, "chat.text") if e["data"]["content"] == "NEXT")
+    assert next_word["visibility"] == "trace"  # ui_hidden: the control word is not shown to the user
+    # hooks are the runtime's calls, not a model's: no model is shown them as its own tool calls
+    for request in fake_model.requests:
+        called = [c["function"]["name"] for m in request.body["messages"] for c in m.get("tool_calls") or []]
+        assert set(called) <= {"publish_story"}, called
+    # the greeting is part of the conversation: the Editor's model sees it as what it said first
+    editor_saw = [(m["role"], m.get("content")) for m in fake_model.requests[0].body["messages"]]
+    assert editor_saw[-2:] == [("assistant", greeting["content"]), ("user", "Write about the new tram line")]
+
+    # a second run: before_chat runs again; the `pre` rule hands the Editor's turn on before it speaks
+    await conn.say("Make it shorter")
+    events = await collect_until(conn, "chat.run_complete", timeout=90)
+    await conn.close()
+    assert _trace(events) == [
+        "before_chat:runtime:open_desk", "  open_desk ok",
+        "handoff:Editor->Writer:condition",
+        "before_agent:Writer:brief_writer", "  brief_writer ok",
+        "speaks:Writer",
+        "after_agent:Writer:count_turn", "  count_turn ok",
+        "after_chat:runtime:archive", "  archive ok",
+        "end:completed",
+    ]
+    updates = [(e["data"]["variable"], e["data"]["value"]) for e in of_type(events, "context_update")]
+    assert ("turns_logged", 3) in updates and ("archived", True) in updates
+    assert len(fake_model.requests) == 4  # the Editor made no model call in the second run

@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workflows.model import (
-    AgentConfig, ContextVariable, HandoffRule, OrchestratorConfig, ReferenceIssue, StructuredOutputs,
-    ToolSpec, Workflow,
+    AgentConfig, ContextVariable, HandoffRule, LifecycleTool, OrchestratorConfig, ReferenceIssue,
+    StructuredOutputs, ToolSpec, Workflow,
 )
 from workflows.fanout import FanOutGraph
 from workflows.pack import PackGraph
@@ -30,6 +30,7 @@ __all__ = ["Issue", "WorkflowError", "load_workflow", "load_workflows", "load_pa
 
 SUFFIXES = (".json", ".yaml", ".yml")  # first found wins: JSON over YAML for the same stem
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=ToolSpec)
 log = logging.getLogger(__name__)
 
 
@@ -210,6 +211,9 @@ def _load(folder: Path, base: Path) -> Workflow:
         "agents": collect.items(docs["agents"], "agents", ("agents",), named=True),
         "handoffs": collect.items(docs["handoffs"], "handoffs", ("handoff_rules",), named=False),
         "tools": collect.items(docs["tools"], "tools", ("tools",), named=False),
+        # MozaiksAI keeps them next to `tools` in tools.json: only that mapping form can have them.
+        "lifecycle_tools": collect.items(docs["tools"] if _has_key(docs["tools"], "tools", "lifecycle_tools")
+                                         else None, "tools", ("lifecycle_tools",), named=False),
         "context_variables": collect.items(
             docs["context_variables"], "context_variables", ("definitions", "variables"), named=True
         ),
@@ -217,6 +221,7 @@ def _load(folder: Path, base: Path) -> Workflow:
     agents = collect.validate_all(AgentConfig, sections["agents"])
     handoffs = collect.validate_all(HandoffRule, sections["handoffs"])
     tools = collect.validate_all(ToolSpec, sections["tools"])
+    lifecycle_tools = collect.validate_all(LifecycleTool, sections["lifecycle_tools"])
     variables = collect.validate_all(ContextVariable, sections["context_variables"])
 
     outputs_doc = docs["structured_outputs"]
@@ -235,14 +240,14 @@ def _load(folder: Path, base: Path) -> Workflow:
     if orchestrator is not None:
         orchestrator = _mozaiks_files(folder, base, orchestrator, collect, warnings)
         _mozaiks_orchestrator(orchestrator, orchestrator_doc.file, orchestrator_path, collect, warnings)
-    _mozaiks_sections(docs["tools"], sections, handoffs, tools, variables, collect, warnings)
+    _mozaiks_sections(sections, tools, collect, warnings)
     collect.raise_if_any()
     assert orchestrator is not None and outputs is not None
     # Past this point every item validated, so list positions match the `sections` paths.
 
     parts: dict[str, Any] = dict(
         name=orchestrator.name, path=folder, orchestrator=orchestrator, agents=agents, handoffs=handoffs,
-        tools=tools, context_variables=variables, structured_outputs=outputs, warnings=list(map(str, warnings)),
+        tools=tools, lifecycle_tools=lifecycle_tools, context_variables=variables, structured_outputs=outputs, warnings=list(map(str, warnings)),
     )
     for issue in Workflow.model_construct(**parts).reference_issues():
         file, path = _locate(issue, sections, orchestrator_doc.file, orchestrator_path, outputs_doc, outputs_path)
@@ -261,6 +266,10 @@ def _load(folder: Path, base: Path) -> Workflow:
     parts["tools"] = [
         _check_tool_file(folder, tool, sections["tools"].file, path, trees, collect)
         for tool, path in zip(tools, sections["tools"].paths)
+    ]
+    parts["lifecycle_tools"] = [
+        _check_lifecycle_tool(folder, hook, sections["lifecycle_tools"].file, path, trees, collect)
+        for hook, path in zip(lifecycle_tools, sections["lifecycle_tools"].paths)
     ]
     collect.raise_if_any()
     for warning in warnings:
@@ -311,38 +320,21 @@ def _mozaiks_orchestrator(orchestrator: OrchestratorConfig, file: str, path: str
     if pattern not in (None, "DefaultPattern"):
         collect.add(file, _join(path, "orchestration_pattern"), f"{pattern!r} is not supported: this runtime "
                     "routes by handoffs.json only (DefaultPattern); write the speaking order as handoff rules")
-    if orchestrator.initial_message_to_user:
-        warnings.append(Issue(file, _join(path, "initial_message_to_user"), "not shown to the user; put the "
-                              "greeting in the first agent's instructions or initial_message"))
 
 
-def _mozaiks_sections(tools_doc: _Doc | None, sections: dict[str, _Items], handoffs: list[HandoffRule],
-                      tools: list[ToolSpec], variables: list[ContextVariable], collect: _Collector,
+def _mozaiks_sections(sections: dict[str, _Items], tools: list[ToolSpec], collect: _Collector,
                       warnings: list[Issue]) -> None:
     # Positions line up only when every item validated; otherwise the errors are reported first.
-    if len(handoffs) == len(sections["handoffs"].raw):
-        for rule, where in zip(handoffs, sections["handoffs"].paths):
-            if rule.condition_scope == "pre":
-                warnings.append(Issue(sections["handoffs"].file, _join(where, "condition_scope"),
-                                      "'pre' is checked after the source agent's turn here, like 'post'"))
     if len(tools) == len(sections["tools"].raw):
         for tool, where in zip(tools, sections["tools"].paths):
             if tool.auto_invoke:
                 warnings.append(Issue(sections["tools"].file, _join(where, "auto_invoke"), "ignored: the model "
                                       "calls tools here; a structured output does not invoke a tool by itself"))
-    if len(variables) == len(sections["context_variables"].raw):
-        for variable, where in zip(variables, sections["context_variables"].paths):
-            for j, trigger in enumerate(variable.source.triggers):
-                if trigger.ui_hidden:
-                    warnings.append(Issue(sections["context_variables"].file,
-                                          f"{where}.source.triggers[{j}].ui_hidden",
-                                          "ignored: the matching text is still shown to the user"))
-    if tools_doc is not None:
-        data, path = _unwrap(tools_doc.data, "tools")
-        lifecycle = data.get("lifecycle_tools") if isinstance(data, dict) else None
-        for i, _ in enumerate(lifecycle or []):
-            collect.add(tools_doc.file, _join(_join(path, "lifecycle_tools"), i), "lifecycle tools are not "
-                        "supported yet: call the tool from the agent, or do the work in the first agent's tool")
+
+
+def _has_key(doc: _Doc | None, stem: str, key: str) -> bool:
+    data = _unwrap(doc.data, stem)[0] if doc is not None else None
+    return isinstance(data, dict) and key in data
 
 
 def _locate(
@@ -367,9 +359,8 @@ _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def _check_tool_file(
-    folder: Path, tool: ToolSpec, file: str, path: str, trees: dict[Path, ast.Module | str],
-    collect: _Collector,
-) -> ToolSpec:
+    folder: Path, tool: S, file: str, path: str, trees: dict[Path, ast.Module | str], collect: _Collector,
+) -> S:
     """Check the tool's file and function exist and fill in inferred parameters."""
     if tool.file is None:  # a UI tool without a props function
         return tool if tool.parameters is not None else tool.model_copy(update={"parameters": _EMPTY_PARAMETERS})
@@ -398,6 +389,17 @@ def _check_tool_file(
     except UnsupportedAnnotation as exc:
         collect.add(file, _join(path, "parameters"), f"cannot infer from tools/{tool.file}: {exc}; declare parameters")
         return tool
+
+
+def _check_lifecycle_tool(folder: Path, hook: LifecycleTool, file: str, path: str,
+                          trees: dict[Path, ast.Module | str], collect: _Collector) -> LifecycleTool:
+    """A lifecycle tool is a tool whose only input is the chat's context: nobody passes it arguments."""
+    checked = _check_tool_file(folder, hook, file, path, trees, collect)
+    required = (checked.parameters or {}).get("required", [])
+    if required:
+        collect.add(file, _join(path, "function"), f"{hook.function} needs {', '.join(map(repr, required))}: a "
+                    "lifecycle tool is called with no arguments but context_variables; give them defaults")
+    return checked
 
 
 def _load_fan_out(folder: Path, base: Path, agents: list[AgentConfig], outputs: StructuredOutputs) -> FanOutGraph:

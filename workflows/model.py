@@ -259,6 +259,8 @@ class ToolSpec(FormatModel):
     @field_validator("agents", mode="before")
     @classmethod
     def _one_agent(cls, value: Any) -> Any:
+        if value is None:  # MozaiksAI's `agent: null`: no agent named
+            return []
         return [value] if isinstance(value, str) else value
 
     @field_validator("ui", mode="before")
@@ -289,6 +291,35 @@ class ToolSpec(FormatModel):
         return value
 
 
+LifecyclePoint = Literal["before_chat", "after_chat", "before_agent", "after_agent"]
+_CHAT_POINTS = ("before_chat", "after_chat")
+
+
+class LifecycleTool(ToolSpec):
+    """MozaiksAI's `lifecycle_tools` entry: a tool the runtime itself calls at a point of the run,
+    with no arguments but the chat's context (`actors/lifecycle_hooks.py` runs it)."""
+
+    trigger: LifecyclePoint
+
+    @field_validator("kind")
+    @classmethod
+    def _not_ui(cls, value: str) -> str:
+        if value != "agent_tool":
+            raise ValueError("a lifecycle tool runs without a user to answer it: it cannot be a UI_Tool")
+        return value
+
+    @model_validator(mode="after")
+    def _chat_points_have_no_agent(self) -> LifecycleTool:
+        if self.trigger in _CHAT_POINTS and self.agents:
+            raise ValueError(f"{self.trigger} runs once per run, for no agent in particular: remove agent, "
+                             "or use before_agent / after_agent")
+        return self
+
+    def runs_for(self, point: LifecyclePoint, agent: str | None) -> bool:
+        """At `point`; an agent point runs the tools naming that agent, or naming none."""
+        return self.trigger == point and (not self.agents or agent in self.agents)
+
+
 class ContextTrigger(FormatModel):
     type: Literal["agent_text", "ui_response"]
     agent: str | None = None  # agent_text: None matches every agent
@@ -296,7 +327,7 @@ class ContextTrigger(FormatModel):
     value: Any = None
     tool: str | None = Field(None, validate_default=True)
     response_key: str | None = None
-    ui_hidden: bool = False  # MozaiksAI: hide the matching text from the user; reported, not applied
+    ui_hidden: bool = False  # MozaiksAI: the matching agent text is trace only, not shown to the user
 
     @field_validator("match")
     @classmethod
@@ -426,7 +457,8 @@ class StructuredOutputs(FormatModel):
         return merged
 
 
-Section = Literal["orchestrator", "agents", "handoffs", "tools", "context_variables", "structured_outputs"]
+Section = Literal["orchestrator", "agents", "handoffs", "tools", "lifecycle_tools", "context_variables",
+                  "structured_outputs"]
 
 
 class ReferenceIssue(NamedTuple):
@@ -444,6 +476,7 @@ class Workflow(FormatModel):
     agents: list[AgentConfig] = Field(min_length=1)
     handoffs: list[HandoffRule] = []
     tools: list[ToolSpec] = []
+    lifecycle_tools: list[LifecycleTool] = []
     context_variables: list[ContextVariable] = []
     structured_outputs: StructuredOutputs = StructuredOutputs()
     # `file: path: message` lines for what loaded but does not mean here what it meant in MozaiksAI.
@@ -577,6 +610,11 @@ class Workflow(FormatModel):
             for j, name in enumerate(tool.agents):
                 if name not in agents:
                     issues.append(ReferenceIssue("tools", (i, "agents", j), unknown("agent", name)))
+
+        for i, hook in enumerate(self.lifecycle_tools):
+            for j, name in enumerate(hook.agents):
+                if name not in agents:
+                    issues.append(ReferenceIssue("lifecycle_tools", (i, "agents", j), unknown("agent", name)))
 
         seen = set()
         for i, variable in enumerate(self.context_variables):

@@ -66,6 +66,8 @@ class ToolCall(EventData):
     display: Literal["inline", "artifact"] | None = None
     props: dict[str, Any] | None = None
     timeout_s: float | None = None
+    # Set on a lifecycle tool's call (the runtime made it, not a model): before_chat, after_agent, …
+    trigger: Literal["before_chat", "after_chat", "before_agent", "after_agent"] | None = None
 
 
 class ToolResponse(EventData):
