@@ -270,7 +270,7 @@ class SessionEngine:
             await self.finish("completed", events=[notice])
         else:
             await self.finish("failed", events=[notice, error_event(pending.agent, "input_timeout",
-                                                                "No answer before the input timeout", True)])
+                                                                "No answer before the input timeout")])
 
     def settled(self) -> bool:
         """Waiting on nobody but the user, with no step or commit in flight: everything this

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from broker.identity import Identity
+from capabilities.usage import UsageLimits
+from mozaiks.protocol.errors import ApiError
+from mozaiks.settings import Settings
 from mozaiks.store import open_store
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeUsage
 from tests.helpers import collect_until, of_type
@@ -41,8 +47,17 @@ async def test_structured_replies_that_are_not_json_are_each_metered(broker_for,
     assert events[-1]["data"]["status"] == "failed"
     store = open_store(settings.resolved_store_url)
     await store.init()
-    try:  # what the budgets are counted from
+    try:
         spent = await store.usage_totals("test-app", "meter-user", chat_id=session.chat_id)
+        # the budget gate itself: a budget of exactly those 106 tokens is spent, one more is not
+        user = Identity(user_id="meter-user", app_id="test-app")
+        budget = {"session_rate_per_minute": None, "token_budget_per_app": None}
+        with pytest.raises(ApiError) as refused:
+            await UsageLimits(Settings(_env_file=None, token_budget_per_user=106, **budget), store).admit(
+                user, 0, creating=False)
+        await UsageLimits(Settings(_env_file=None, token_budget_per_user=107, **budget), store).admit(
+            user, 0, creating=False)
     finally:
         await store.close()
     assert spent["total_tokens"] == 106
+    assert refused.value.code == "usage_limit_exceeded"

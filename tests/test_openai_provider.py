@@ -214,7 +214,7 @@ async def test_retries_exhausted(provider: OpenAIProvider, fake_openai: FakeOpen
     with pytest.raises(ModelError) as err:
         await complete(provider, request())
 
-    assert err.value.retryable is True and err.value.code == "server_error"
+    assert err.value.retryable is False and err.value.code == "server_error"  # no attempt is left
     assert len(fake_openai.requests) == MAX_RETRIES + 1
 
 
@@ -243,7 +243,7 @@ async def test_per_attempt_timeout_on_slow_server(fake_openai: FakeOpenAI) -> No
     finally:
         await slow.aclose()
 
-    assert err.value.retryable is True and err.value.code == "timeout"
+    assert err.value.retryable is False and err.value.code == "timeout"
     assert len(fake_openai.requests) == 2
     assert deltas.resets == 1  # the first attempt had streamed a fragment before it timed out
 

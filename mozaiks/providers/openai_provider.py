@@ -131,8 +131,9 @@ class OpenAIProvider(ModelProvider):
                 request.agent, body["model"], attempt_no + 1, self._max_retries + 1, failure.code,
             )
         assert failure is not None
+        # The attempts are spent, so no retry can still happen: `code` keeps the transient cause.
         raise ModelError(
-            f"model call failed after {self._max_retries + 1} attempts: {failure}", retryable=True, code=failure.code
+            f"model call failed after {self._max_retries + 1} attempts: {failure}", retryable=False, code=failure.code
         )
 
     def _client_for(self, model_cfg: dict[str, Any]) -> openai.AsyncOpenAI:
