@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Coroutine
@@ -364,6 +365,9 @@ class SessionDirectory:
             ray.kill(self.pool.pop(0).handle)
         self._schedule_refill()
         return previous
+
+    async def pid(self) -> int:
+        return os.getpid()
 
     async def stats(self) -> DirectoryStats:
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),

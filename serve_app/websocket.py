@@ -233,11 +233,7 @@ class SocketSession:
             try:
                 poll = await session.poll(self.link.chat_id, self.watcher_id, offset, POLL_TIMEOUT_S)
             except SessionGone as gone:
-                # The session crashed, passivated or was replaced: follow the next one from its own
-                # offsets, and take what we missed from the log, so the client sees no gap and no duplicate.
-                await self.link.follow(session, crashed=gone.crashed)
-                offset = (await self._attach()).offset
-                await self._catch_up()
+                offset = await self._recover(session, crashed=gone.crashed)
                 continue
             offset = poll.offset
             if poll.gap:
@@ -250,6 +246,28 @@ class SocketSession:
                         await self._catch_up(upto=seq - 1)
                     self.delivered_seq = seq
                 await self._send(payload)
+
+    async def _recover(self, gone: SessionHandle, crashed: bool) -> int:
+        """The session crashed, passivated or was replaced: follow the next one from its own
+        offsets, and take what we missed from the log, so the client sees no gap and no duplicate.
+        Returns the new session's event offset.
+
+        A passivated chat is waited for as long as it sleeps. A crashed one must be back within
+        ``ws_session_recovery_s``; if not (its re-activation is stuck behind a busy directory or a
+        loaded node), the socket closes with SESSION_RESTARTING rather than going silent, and the
+        client reconnects with its last seq."""
+        if not crashed:
+            await self.link.follow(gone, crashed=False)
+            offset = (await self._attach()).offset
+        else:
+            try:
+                async with asyncio.timeout(self.settings.ws_session_recovery_s):
+                    await self.link.follow(gone, crashed=True)
+                    offset = (await self._attach()).offset
+            except TimeoutError:
+                raise Close(close_codes.SESSION_RESTARTING, "session restarting; reconnect with last_seq") from None
+        await self._catch_up()
+        return offset
 
     async def _catch_up(self, upto: int | None = None) -> None:
         for seq, payload in await self._read_events(self.delivered_seq, upto):

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     ws_allowed_origins: list[str] = []
     ws_allow_query_token: bool = False
     ws_ping_interval_s: float = Field(default=15.0, gt=0)  # server → client `ping` events
+    # How long an open socket waits for its crashed session to be re-activated before it closes
+    # with 1012 (reconnect); with Ray's ~1 s to report the death, a client knows within 5 s.
+    ws_session_recovery_s: float = Field(default=4.0, gt=0)
     cors_allowed_origins: list[str] = []
     ingress_max_ongoing_requests: int = 1000
     # HTTP request limits (docs/security.md): larger bodies get 413, larger or deeper contexts 422.

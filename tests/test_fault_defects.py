@@ -1,0 +1,72 @@
+"""Defects found by killing parts of the runtime (issue 14), one test each, against the real Serve
+app and real Ray processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ray
+
+from serve_app import close_codes
+from tests.lifecycle_support import RawSocket, directory, user_message
+
+
+async def _dead(actor: Any) -> None:
+    """Returns once Ray reports the actor dead (a call on it fails with ActorDiedError)."""
+    while True:
+        try:
+            await actor.ping.remote()
+        except ray.exceptions.ActorDiedError:
+            return
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def _frozen(pid: int) -> AsyncIterator[None]:
+    """A process that is alive but answers nothing (SIGSTOP): what a directory swamped by a burst
+    of re-activations on a loaded node looks like to everyone waiting on it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in_time(broker_for, settings):
+    broker = broker_for("silent-socket")
+    session = await broker.create_session("restart_tools")
+    sock = await RawSocket.open(session)
+    assert (await sock.send(user_message("go")))["status"] == "accepted"
+    await sock.next("tool_progress")  # mid-tool-call
+    sessions = directory()
+    actor = await sessions.peek.remote(session.chat_id)
+    pid = await actor.pid.remote()
+    directory_pid = await sessions.pid.remote()
+
+    async with _frozen(directory_pid):  # the session cannot be re-activated for now
+        os.kill(pid, signal.SIGKILL)
+        await _dead(actor)
+        reported = time.monotonic()
+        async with asyncio.timeout(5.0):
+            await sock.ws.wait_closed()
+        assert sock.ws.close_code == close_codes.SESSION_RESTARTING
+        assert time.monotonic() - reported <= 5.0
+        seen = sock.durable_seqs()
+        await sock.close()
+
+    # The client does what the close code says: reconnect from its last seq, and the run finishes
+    # with nothing lost, nothing repeated and the non-idempotent tool not run twice.
+    again = await RawSocket.open(session, last_seq=seen[-1])
+    done = await again.next("chat.run_complete", timeout=60)
+    await again.close()
+    assert done["data"]["status"] == "completed"
+    assert seen + again.durable_seqs() == list(range(1, done["seq"] + 1))
+    history = (await broker.events(session.chat_id, limit=1000))["events"]
+    unsafe = [e for e in history if e["type"] == "chat.tool_response" and e["data"]["name"] == "unsafe_step"]
+    assert len(unsafe) == 1 and unsafe[0]["data"]["status"] == "error"
