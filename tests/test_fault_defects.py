@@ -45,13 +45,14 @@ async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in
     assert (await sock.send(user_message("go")))["status"] == "accepted"
     await sock.next("tool_progress")  # mid-tool-call
     sessions = directory()
-    actor = await sessions.peek.remote(session.chat_id)
-    pid = await actor.pid.remote()
-    directory_pid = await sessions.pid.remote()
+    victim = await sessions.peek(session.chat_id)
+    assert victim is not None
+    pid = await victim.pid()
+    directory_pid = await sessions.actor.pid.remote()
 
     async with _frozen(directory_pid):  # the session cannot be re-activated for now
         os.kill(pid, signal.SIGKILL)
-        await _dead(actor)
+        await _dead(victim.actor)
         reported = time.monotonic()
         async with asyncio.timeout(5.0):
             await sock.ws.wait_closed()
