@@ -23,17 +23,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import ray
-from pydantic import ValidationError
 
 from actors.commits import stored_wire
 from actors.engine import SessionEngine
 from actors.event_hub import EventHub
 from actors.handles import Attached, DirectoryHandle, Poll, SessionHandle, SessionStatus
 from actors.journeys import advance_journeys
-from mozaiks.protocol.client_messages import ChatCancel, UiToolResponse, UserInputSubmit, client_message_adapter
+from mozaiks.protocol.client_messages import ChatCancel, ChatMessage, UiToolResponse, UserInputSubmit
 from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol.events import Ack, ChatMeta, ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
@@ -244,28 +242,22 @@ class ChatSession:
         return [(e.seq, stored_wire(chat.chat_id, e)) for e in events if upto_seq is None or e.seq <= upto_seq]
 
     # ------------------------------------------------------------------ client messages
-    async def submit(self, chat_id: str, raw: dict[str, Any]) -> Ack:
-        """Handle one client message; returns the ``ack`` data. Persisted before it is acked."""
+    async def submit(self, chat_id: str, message: ChatMessage) -> Ack:
+        """Handle one client message; returns its ack. Persisted before it is acked."""
         with self._serving(chat_id) as binding:
             engine = binding.engine
             try:
-                message = client_message_adapter.validate_python(raw)
-            except ValidationError as exc:
-                reason = ("unsupported_message_type" if exc.errors()[0]["type"] == "union_tag_invalid"
-                          else _first_error(exc))
-                return Ack(id=str(raw.get("id", "")), status="rejected", reason=reason)
-            try:
-                if isinstance(message, UserInputSubmit):
-                    return await engine.submit_text(message.id, message.text, message.input_request_id)
-                if isinstance(message, UiToolResponse):
-                    return await engine.submit_ui_response(message.id, message.call_id, message.response)
-                if isinstance(message, ChatCancel):
-                    cancelled = await engine.cancel(message.mode)
-                    return Ack(id=message.id, status="accepted" if cancelled else "rejected",
-                               reason=None if cancelled else "no_run_in_progress")
+                match message:
+                    case UserInputSubmit():
+                        return await engine.submit_text(message.id, message.text, message.input_request_id)
+                    case UiToolResponse():
+                        return await engine.submit_ui_response(message.id, message.call_id, message.response)
+                    case ChatCancel():
+                        cancelled = await engine.cancel(message.mode)
+                        return Ack(id=message.id, status="accepted" if cancelled else "rejected",
+                                   reason=None if cancelled else "no_run_in_progress")
             except DuplicateMessageError:
-                return Ack(id=raw.get("id"), status="duplicate")
-            return Ack(id=str(raw.get("id", "")), status="rejected", reason="unsupported_message_type")
+                return Ack(id=message.id, status="duplicate")
 
     async def cancel(self, chat_id: str, mode: str) -> bool:
         with self._serving(chat_id) as binding:
@@ -286,9 +278,3 @@ class ChatSession:
         binding = self._bound(chat_id)
         return SessionStatus(**binding.engine.meta().model_dump(), watchers=binding.active_watchers(),
                              idle_s=binding.idle_for(), passivatable=binding.passivatable())
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"invalid_message: {where}: {err.get('msg')}" if where else f"invalid_message: {err.get('msg')}"

@@ -56,8 +56,8 @@ class Committer:
                 raise StaleOwnerError(self.chat.chat_id) from exc
             if stored:
                 self.chat.last_seq = stored[-1].seq
-            for event in stored:
-                self.history.apply(event)
+            for event, (agent, payload) in zip(stored, events, strict=True):
+                self.history.apply(agent, payload)
                 self.hub.publish(event.seq, stored_wire(self.chat.chat_id, event))
 
     def publish_ephemeral(self, agent: str | None, payload: EventData) -> None:

@@ -68,8 +68,7 @@ class SessionEngine:
 
     # ---------------------------------------------------------------- activation
     async def load(self) -> None:
-        for event in await self.store.read_events(self.chat.app_id, self.chat.user_id, self.chat.chat_id):
-            self.history.apply(event)
+        self.history.replay(await self.store.read_events(self.chat.app_id, self.chat.user_id, self.chat.chat_id))
         if not self.chat.snapshot:
             self.state.context.update(self.triggers.initial(self.chat))
 

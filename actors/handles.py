@@ -16,6 +16,7 @@ from ray.actor import ActorHandle
 
 from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks.errors import ChatNotFound, SessionGone, StaleOwnerError
+from mozaiks.protocol.client_messages import ChatMessage
 from mozaiks.protocol.events import Ack, ChatMeta
 
 # Ray's way of saying "that actor is gone": the session crashed, or its node is unreachable.
@@ -106,7 +107,7 @@ class SessionHandle:
             chat_id, self.actor.read_events.remote(chat_id, after_seq, upto_seq))
         return result
 
-    async def submit(self, chat_id: str, message: dict[str, Any]) -> Ack:
+    async def submit(self, chat_id: str, message: ChatMessage) -> Ack:
         """A client message for the chat; its ack comes back once it is persisted (or refused)."""
         result: Ack = await self._call(chat_id, self.actor.submit.remote(chat_id, message))
         return result

@@ -7,10 +7,13 @@ re-activated session see exactly what the crashed one saw, assistant messages in
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from mozaiks.protocol.events import ChatText, EventData, ToolCall, ToolResponse
 from mozaiks.providers.base import ModelMessage, ToolCallRequest
 from mozaiks.store.base import StoredEvent
+
+# The events the conversation is folded from; the rest of the log does not change what a model sees.
+_FOLDED: dict[str, type[EventData]] = {m.TYPE: m for m in (ChatText, ToolCall, ToolResponse)}
 
 
 class History:
@@ -19,34 +22,41 @@ class History:
         self.answered_calls: set[str] = set()
         self._last_reply_id: str | None = None
 
-    def apply(self, event: StoredEvent) -> None:
-        data = event.data
-        if event.type == "chat.text":
-            if data.get("role") == "user":
-                self.messages.append(ModelMessage(role="user", content=data.get("content", "")))
+    def replay(self, events: list[StoredEvent]) -> None:
+        """Fold a chat's log, read back from the store, as it was committed."""
+        for event in events:
+            if event.type in _FOLDED:
+                self.apply(event.agent, _FOLDED[event.type].model_validate(event.data))
+
+    def apply(self, agent: str | None, payload: EventData) -> None:
+        """Fold one committed event (``agent`` is its envelope's)."""
+        match payload:
+            case ChatText(role="user"):
+                self.messages.append(ModelMessage(role="user", content=payload.content))
                 self._last_reply_id = None
-            elif data.get("role") == "system":  # the runtime's own notes to the agents
-                self.messages.append(ModelMessage(role="user", content=f"[runtime] {data.get('content', '')}"))
+            case ChatText(role="system"):  # the runtime's own notes to the agents
+                self.messages.append(ModelMessage(role="user", content=f"[runtime] {payload.content}"))
                 self._last_reply_id = None
-            else:
-                self.messages.append(ModelMessage(role="assistant", name=event.agent,
-                                                  content=data.get("content", "")))
-                self._last_reply_id = data.get("message_id")
-        # A lifecycle tool's call is no model's: skipped, its response is an orphan no model sees.
-        elif event.type == "chat.tool_call" and data.get("trigger") is None:
-            call = ToolCallRequest(id=data["call_id"], name=data["name"], arguments=data.get("arguments") or {})
-            last = self.messages[-1] if self.messages else None
-            same_reply = data.get("message_id") is not None and data.get("message_id") == self._last_reply_id
-            if last is not None and last.role == "assistant" and same_reply:
-                last.tool_calls.append(call)
-            else:
-                self.messages.append(ModelMessage(role="assistant", name=event.agent, tool_calls=[call]))
-                self._last_reply_id = data.get("message_id")
-        elif event.type == "chat.tool_response":
-            self.answered_calls.add(data["call_id"])
-            self.messages.append(ModelMessage(role="tool", tool_call_id=data["call_id"],
-                                              content=_tool_content(data)))
-            self._last_reply_id = None
+            case ChatText():
+                self.messages.append(ModelMessage(role="assistant", name=agent, content=payload.content))
+                self._last_reply_id = payload.message_id
+            case ToolCall(trigger=None):  # a lifecycle tool's call is no model's; its response is an orphan
+                self._apply_call(agent, payload)
+            case ToolResponse():
+                self.answered_calls.add(payload.call_id)
+                self.messages.append(ModelMessage(role="tool", tool_call_id=payload.call_id,
+                                                  content=_tool_content(payload)))
+                self._last_reply_id = None
+
+    def _apply_call(self, agent: str | None, payload: ToolCall) -> None:
+        call = ToolCallRequest(id=payload.call_id, name=payload.name, arguments=payload.arguments)
+        last = self.messages[-1] if self.messages else None
+        same_reply = payload.message_id is not None and payload.message_id == self._last_reply_id
+        if last is not None and last.role == "assistant" and same_reply:
+            last.tool_calls.append(call)
+        else:
+            self.messages.append(ModelMessage(role="assistant", name=agent, tool_calls=[call]))
+            self._last_reply_id = payload.message_id
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -61,11 +71,11 @@ class History:
         return ""
 
 
-def _tool_content(data: dict[str, Any]) -> str:
-    if data.get("status") == "ok":
-        result = data.get("result")
+def _tool_content(response: ToolResponse) -> str:
+    if response.status == "ok":
+        result = response.result
         return result if isinstance(result, str) else json.dumps(result, default=str)
-    return json.dumps({"status": data.get("status"), "error": data.get("error")})
+    return json.dumps({"status": response.status, "error": response.error})
 
 
 def for_agent(messages: list[ModelMessage], agent: str, system_prompt: str,

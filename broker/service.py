@@ -14,11 +14,11 @@ from actors.handles import DirectoryHandle
 from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
 from mozaiks.protocol.broker_api import (
-    CreateSessionRequest, CreateSessionResponse, RuntimeToken, SessionList, SessionSummary, WorkflowInfo,
-    WorkflowList,
+    CancelRequest, CancelResponse, CreateSessionRequest, CreateSessionResponse, EventPage, RuntimeToken, SessionList,
+    SessionSummary, WorkflowInfo, WorkflowList,
 )
 from mozaiks.protocol.errors import ApiError, chat_not_found
-from mozaiks.protocol.events import utc_now_iso
+from mozaiks.protocol.events import envelope_of, utc_now_iso
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
@@ -187,22 +187,22 @@ class SessionBroker:
         token, expires_at = self._mint(chat)
         return RuntimeToken(runtime_token=token, expires_at=_iso(expires_at), ws_url=self.ws_url(chat))
 
-    async def cancel(self, identity: Identity, chat_id: str, mode: str) -> dict[str, Any]:
+    async def cancel(self, identity: Identity, chat_id: str, request: CancelRequest) -> CancelResponse:
         await self._owned_chat(identity, chat_id)
         session = await self.directory.session(identity.app_id, identity.user_id, chat_id)
         if session is None:
             raise chat_not_found()
-        cancelled = await session.cancel(chat_id, mode)
-        return {"chat_id": chat_id, "cancelled": cancelled, "mode": mode}
+        cancelled = await session.cancel(chat_id, request.mode)
+        return CancelResponse(chat_id=chat_id, cancelled=cancelled, mode=request.mode)
 
-    async def events(self, identity: Identity, chat_id: str, after_seq: int, limit: int) -> dict[str, Any]:
+    async def events(self, identity: Identity, chat_id: str, after_seq: int, limit: int) -> EventPage:
         await self._owned_chat(identity, chat_id)
         events = await self.store.read_events(identity.app_id, identity.user_id, chat_id, after_seq, limit + 1)
         page = events[:limit]
-        return {"chat_id": chat_id,
-                "events": [{"type": e.type, "seq": e.seq, "chat_id": chat_id, "timestamp": e.timestamp,
-                            "agent": e.agent, "data": e.data} for e in page],
-                "next_after_seq": page[-1].seq if len(events) > limit else None}
+        return EventPage(chat_id=chat_id,
+                         events=[envelope_of(chat_id, e.type, e.data, agent=e.agent, seq=e.seq, timestamp=e.timestamp)
+                                 for e in page],
+                         next_after_seq=page[-1].seq if len(events) > limit else None)
 
 
 def _depth(value: Any) -> int:

@@ -17,6 +17,14 @@ class ChatNotFound(MozaiksError):
         self.chat_id = chat_id
 
 
+class InvalidClientMessage(MozaiksError):
+    """A client frame that is no message of the protocol; ``reason`` is its ack's reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class SessionError(MozaiksError):
     """About a chat's session actor."""
 

@@ -122,14 +122,14 @@ class MozaiksIngress:
     async def cancel(self, chat_id: str, body: CancelRequest,
                      authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         identity = await self.identity(authorization)
-        return await (await self.broker()).cancel(identity, chat_id, body.mode)
+        return (await (await self.broker()).cancel(identity, chat_id, body)).model_dump()
 
     @app.get("/api/mozaiks/sessions/{chat_id}/events")
     async def events(self, chat_id: str, authorization: Annotated[str | None, Header()] = None,
                      after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
         identity = await self.identity(authorization)
-        return await (await self.broker()).events(identity, chat_id, after_seq, limit)
+        return (await (await self.broker()).events(identity, chat_id, after_seq, limit)).model_dump()
 
     # -------------------------------------------------------------- Standalone runtime API (§3)
     @app.post("/api/runtime/sessions")

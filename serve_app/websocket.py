@@ -11,13 +11,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from actors.handles import Attached, DirectoryHandle, SessionHandle
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
-from mozaiks.errors import ChatNotFound, SessionGone
-from mozaiks.protocol.client_messages import MAX_SEQ
+from mozaiks.errors import ChatNotFound, InvalidClientMessage, SessionGone
+from mozaiks.protocol import client_messages as messages
+from mozaiks.protocol.client_messages import MAX_SEQ, parse_client_message
 from mozaiks.protocol.events import Ack, Ping, ResumeBoundary, envelope
 from mozaiks.settings import Settings
 from serve_app import close_codes
@@ -171,12 +173,8 @@ class SocketSession:
                 raise WebSocketDisconnect(message.get("code", 1000))
             if message.get("text") is None:
                 raise Close(close_codes.MALFORMED, "the auth frame must be a text frame")
-            frame = _parse(message["text"])
-            if not frame or frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-                raise Close(close_codes.UNAUTHENTICATED, "expected an auth frame")
-            token = frame["token"]
-            if frame.get("last_seq") is not None:
-                last_seq = _seq(frame["last_seq"])
+            auth = _auth_frame(message["text"])
+            token, last_seq = auth.token, auth.last_seq
         await self._verify(token)
         raw_seq = self.ws.query_params.get("last_seq")
         if last_seq is None and raw_seq:
@@ -292,33 +290,41 @@ class SocketSession:
         if frame is None:
             await self._ack(None, "rejected", "invalid_json")
             return
-        kind = frame.get("type")
-        if kind == "ping":
+        try:
+            message = parse_client_message(frame)
+        except InvalidClientMessage as invalid:
+            if await self._within_rate(frame):
+                await self._ack(frame.get("id"), "rejected", invalid.reason)
+            return
+        if isinstance(message, messages.Ping):  # never rate limited: it is how a client tells the link is alive
             await self._send(envelope(self.path["chat_id"], Ping()))
             return
-        if not self.bucket.take():
-            self.violations += 1
-            if self.violations > MAX_RATE_VIOLATIONS:
-                raise Close(close_codes.RATE_LIMITED, "rate limited")
-            await self._ack(frame.get("id"), "rejected", "rate_limited")
+        if not await self._within_rate(frame):
             return
-        if kind == "auth":
-            try:
-                await self._verify(str(frame.get("token", "")))
-            except Close as close:
-                await self._ack(frame.get("id"), "rejected", close.reason)
-                return
-            await self._ack(frame.get("id"), "accepted", None)
-            return
-        if kind == "client.resume":
-            last = frame.get("last_seq")
-            if not _is_seq(last):
-                await self._ack(frame.get("id"), "rejected", "invalid_message: last_seq")
-                return
-            await self._replay(last, None)
-            return
-        ack = await self.link.call(lambda session: session.submit(self.link.chat_id, frame))
-        await self._send(envelope(self.path["chat_id"], ack))
+        match message:
+            case messages.Auth(token=token):
+                try:
+                    await self._verify(token)
+                except Close as close:
+                    await self._ack(frame.get("id"), "rejected", close.reason)
+                    return
+                await self._ack(frame.get("id"), "accepted", None)
+            case messages.ClientResume(last_seq=last_seq):
+                await self._replay(last_seq, None)
+            case messages.UserInputSubmit() | messages.UiToolResponse() | messages.ChatCancel():
+                chat_message = message
+                ack = await self.link.call(lambda session: session.submit(self.link.chat_id, chat_message))
+                await self._send(envelope(self.path["chat_id"], ack))
+
+    async def _within_rate(self, frame: dict[str, Any]) -> bool:
+        """Take a token for this frame; acks a refusal, and closes the socket after too many."""
+        if self.bucket.take():
+            return True
+        self.violations += 1
+        if self.violations > MAX_RATE_VIOLATIONS:
+            raise Close(close_codes.RATE_LIMITED, "rate limited")
+        await self._ack(frame.get("id"), "rejected", "rate_limited")
+        return False
 
     async def _heartbeat(self) -> None:
         """An unsolicited ping now and then, so a client can tell a quiet chat from a dead link."""
@@ -349,6 +355,15 @@ def _seq(value: Any) -> int:
     if not _is_seq(value):
         raise Close(close_codes.MALFORMED, "invalid last_seq")
     return int(value)
+
+
+def _auth_frame(raw: str) -> messages.Auth:
+    try:
+        return messages.Auth.model_validate(_parse(raw))
+    except ValidationError as exc:
+        if any(error["loc"][:1] == ("last_seq",) for error in exc.errors()):
+            raise Close(close_codes.MALFORMED, "invalid last_seq") from None
+        raise Close(close_codes.UNAUTHENTICATED, "expected an auth frame") from None
 
 
 def _parse(raw: str) -> dict[str, Any] | None:

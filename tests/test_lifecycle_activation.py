@@ -8,6 +8,7 @@ import pytest
 from ray.exceptions import RayActorError
 
 from mozaiks.errors import SessionGone
+from mozaiks.protocol.client_messages import parse_client_message
 from mozaiks.store import open_store
 from tests.conftest import APP_ID
 from tests.lifecycle_support import RawSocket, directory, eventually, user_message
@@ -58,7 +59,7 @@ async def test_a_fenced_out_session_cannot_append_and_stops(broker_for, settings
     newer_epoch = await store.claim(APP_ID, "fenced", chat_id)  # another owner took the chat
 
     with pytest.raises(SessionGone) as refused:
-        await stale.submit(chat_id, user_message("from the past", message_id="m-1"))
+        await stale.submit(chat_id, parse_client_message(user_message("from the past", message_id="m-1")))
     assert not refused.value.crashed
     assert await store.read_events(APP_ID, "fenced", chat_id) == []  # refused by the store
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, Session
+from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, ChatEvent, Session
 
 DONE = "chat.run_complete"
 
@@ -61,10 +61,10 @@ class TerminalChat:
         self.console.print("\n[yellow]cancelling the run… (Ctrl-C again to quit)[/yellow]")
         await conn.cancel()
 
-    async def _show(self, conn: ChatConnection, event: dict[str, Any]) -> str | None:
-        kind, data = event["type"], event.get("data") or {}
+    async def _show(self, conn: ChatConnection, event: ChatEvent) -> str | None:
+        kind, data = event.type, event.data
         if self.as_json and kind != "chat.text_delta":
-            print(json.dumps(event), flush=True)
+            print(event.model_dump_json(), flush=True)
         elif not self.as_json:
             self._print(kind, data)
         if kind == "chat.input_request":

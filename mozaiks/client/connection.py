@@ -11,6 +11,23 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from mozaiks.protocol.events import Event
+
+
+class ChatEvent(Event):
+    """One event as received: the envelope's fields, typed (``event.type``, ``event.seq``, …), and
+    ``event.payload``, its data as the event's model (``ChatText``, ``ToolCall``, … from
+    ``mozaiks.protocol.events``; None for a type newer than this client). It also reads like the
+    wire's JSON object (``event["data"]``), for code written against the raw protocol."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in type(self).model_fields else default
+
 
 class ChatClosed(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
@@ -23,7 +40,7 @@ class ChatConnection:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._events: asyncio.Queue[dict[str, Any] | ChatClosed] = asyncio.Queue()
+        self._events: asyncio.Queue[ChatEvent | ChatClosed] = asyncio.Queue()
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.last_seq = 0
         self.meta: dict[str, Any] = {}
@@ -40,9 +57,9 @@ class ChatConnection:
         if last_seq:
             conn.last_seq = last_seq
         first = await conn.next_event(timeout=open_timeout_s)
-        if first["type"] != "chat_meta":
-            raise RuntimeError(f"expected chat_meta first, got {first['type']}")
-        conn.meta = first["data"]
+        if first.type != "chat_meta":
+            raise RuntimeError(f"expected chat_meta first, got {first.type}")
+        conn.meta = first.data
         return conn
 
     async def __aenter__(self) -> "ChatConnection":
@@ -58,13 +75,13 @@ class ChatConnection:
     async def _read(self) -> None:
         try:
             async for raw in self._ws:
-                event = json.loads(raw)
-                if event.get("type") == "ack":
-                    future = self._acks.pop(str(event["data"].get("id")), None)
+                event = ChatEvent.model_validate_json(raw)
+                if event.type == "ack":
+                    future = self._acks.pop(str(event.data.get("id")), None)
                     if future is not None and not future.done():
-                        future.set_result(event["data"])
+                        future.set_result(event.data)
                     continue
-                seq = event.get("seq")
+                seq = event.seq
                 if seq is not None:
                     if seq <= self.last_seq:
                         continue  # at-least-once delivery across reconnects: drop what we have
@@ -79,22 +96,22 @@ class ChatConnection:
                     future.set_exception(self.closed)
             await self._events.put(self.closed)
 
-    async def next_event(self, timeout: float | None = 30.0) -> dict[str, Any]:
+    async def next_event(self, timeout: float | None = 30.0) -> ChatEvent:
         item = await asyncio.wait_for(self._events.get(), timeout)
         if isinstance(item, ChatClosed):
             await self._events.put(item)  # every later call sees the close too
             raise item
         return item
 
-    async def wait_for(self, type_: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def wait_for(self, type_: str, timeout: float = 30.0) -> ChatEvent:
         """The next event of that type (others before it are skipped)."""
         async with asyncio.timeout(timeout):
             while True:
                 event = await self.next_event(timeout=None)
-                if event["type"] == type_:
+                if event.type == type_:
                     return event
 
-    async def events(self, timeout: float | None = 60.0) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, timeout: float | None = 60.0) -> AsyncIterator[ChatEvent]:
         while True:
             try:
                 yield await self.next_event(timeout)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mozaiks.protocol.events import Event
+
 ChatStatus = Literal["active", "completed", "failed", "cancelled"]
 ChatPhase = Literal["idle", "running", "waiting_input"]
 
@@ -60,6 +62,20 @@ class RuntimeToken(BaseModel):
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["immediate", "after_turn"] = "immediate"
+
+
+class CancelResponse(BaseModel):
+    chat_id: str
+    cancelled: bool  # false: no run was in progress
+    mode: Literal["immediate", "after_turn"]
+
+
+class EventPage(BaseModel):
+    """Durable events in seq order; ``next_after_seq`` is where the next page starts (None: this is the last)."""
+
+    chat_id: str
+    events: list[Event]
+    next_after_seq: int | None
 
 
 class RuntimeSessionRequest(BaseModel):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+
+from mozaiks.errors import InvalidClientMessage
 
 MessageId = Annotated[str, Field(min_length=1, max_length=128)]
 # Seqs are 64-bit signed integers in every store; a larger number is a client error, not a crash.
 MAX_SEQ = 2**63 - 1
-Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+# Strict: "7" or true is a client bug to report, not a seq to guess.
+Seq = Annotated[StrictInt, Field(ge=0, le=MAX_SEQ)]
 
 
 class _Msg(BaseModel):
@@ -56,3 +59,19 @@ ClientMessage = Annotated[
     Field(discriminator="type"),
 ]
 client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+# The messages a chat's session handles; the socket answers the others itself.
+ChatMessage = UserInputSubmit | UiToolResponse | ChatCancel
+
+
+def parse_client_message(frame: dict[str, Any]) -> ClientMessage:
+    """The message a decoded frame is; ``InvalidClientMessage`` carries the ack's reason if none."""
+    try:
+        return client_message_adapter.validate_python(frame)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "union_tag_invalid":
+            raise InvalidClientMessage("unsupported_message_type") from None
+        where = ".".join(str(p) for p in error.get("loc", ())[1:])  # [0] is the message type
+        detail = f"{where}: {error['msg']}" if where else error["msg"]
+        raise InvalidClientMessage(f"invalid_message: {detail}") from None

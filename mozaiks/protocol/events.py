@@ -251,6 +251,11 @@ class Event(BaseModel):
     def durable(self) -> bool:
         return self.type in DURABLE_TYPES
 
+    @property
+    def payload(self) -> EventData | None:
+        """``data`` as its event's model (validated); None for a type this version does not know."""
+        return parse_data(self.type, self.data)
+
 
 def envelope(chat_id: str, payload: EventData, *, agent: str | None = None, seq: int | None = None,
              timestamp: str | None = None) -> str:
@@ -261,5 +266,10 @@ def envelope(chat_id: str, payload: EventData, *, agent: str | None = None, seq:
 def wire(chat_id: str, type_: str, data: dict[str, Any], *, agent: str | None = None, seq: int | None = None,
          timestamp: str | None = None) -> str:
     """The wire form of an event already reduced to its data (a stored one, read back)."""
-    return Event(type=type_, seq=seq, chat_id=chat_id, timestamp=timestamp or utc_now_iso(), agent=agent,
-                 data=data).model_dump_json()
+    return envelope_of(chat_id, type_, data, agent=agent, seq=seq, timestamp=timestamp).model_dump_json()
+
+
+def envelope_of(chat_id: str, type_: str, data: dict[str, Any], *, agent: str | None = None,
+                seq: int | None = None, timestamp: str | None = None) -> Event:
+    """The envelope of an event already reduced to its data, as a model (the events endpoint's items)."""
+    return Event(type=type_, seq=seq, chat_id=chat_id, timestamp=timestamp or utc_now_iso(), agent=agent, data=data)
