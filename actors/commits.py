@@ -12,6 +12,7 @@ from typing import Any
 
 from actors.event_hub import EventHub
 from actors.history import History
+from mozaiks import metrics
 from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.protocol.events import EventData, utc_now_iso
@@ -47,12 +48,13 @@ class Committer:
             stored = [StoredEvent(seq=first + i, type=p.TYPE, timestamp=utc_now_iso(), agent=a, data=p.dump())
                       for i, (a, p) in enumerate(events)]
             try:
-                await self.store.append(self.chat.app_id, self.chat.user_id, self.chat.chat_id, self.epoch,
+                await metrics.store_commit(self.store.append(self.chat.app_id, self.chat.user_id, self.chat.chat_id, self.epoch,
                                         stored, snapshot=self._state.snapshot(), status=self._state.status(),
                                         phase=self._state.phase(), client_message_id=client_message_id,
-                                        usage=usage)
+                                        usage=usage))
             except FencedError as exc:
                 self.stale = True
+                metrics.FENCING_REFUSALS.inc(app_id=self.chat.app_id)
                 raise StaleOwnerError(self.chat.chat_id) from exc
             if stored:
                 self.chat.last_seq = stored[-1].seq

@@ -43,6 +43,7 @@ from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
+from mozaiks import metrics
 from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
@@ -56,6 +57,7 @@ AUTO_RESTART_EVERY_S = 30.0
 # enough to absorb the churn of chats passivating and coming back, short enough to give the
 # memory of a burst back.
 POOL_KEEP_S = 60.0
+GAUGES_EVERY_S = 2.0  # how often the per-node residency gauges are set (Ray exports every few seconds)
 
 
 @dataclass(eq=False)
@@ -96,11 +98,20 @@ class SessionDirectory:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refill_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
+        self._gauges_task: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it; returns the pool size."""
         await self._refill()
+        if self._gauges_task is None:
+            self._gauges_task = self._spawn(self._report_gauges())
         return len(self.pool)
+
+    async def _report_gauges(self) -> None:
+        known: set[str] = set()
+        while True:
+            metrics.residency(self.per_node, [actor.node_id for actor in self.pool], known)
+            await asyncio.sleep(GAUGES_EVERY_S)
 
     # ------------------------------------------------------------------ activation
     async def get(self, app_id: str, user_id: str, chat_id: str, dead: ActorHandle | None = None) -> ActorHandle | None:
@@ -164,7 +175,7 @@ class SessionDirectory:
             # a node that is dying but not yet known dead.
             for _ in range(len(self.pool) + 2):
                 try:
-                    actor = await self._take_blank()
+                    actor, kind = await self._take_blank()
                 except RayActorError:
                     continue
                 await self._make_room(actor.node_id)
@@ -184,6 +195,7 @@ class SessionDirectory:
                 self.resident[chat_id] = entry
                 self.per_node[actor.node_id] += 1
                 self.counters["activations"] += 1
+                metrics.ACTIVATIONS.inc(app_id=app_id, kind=kind)
                 if (activated := self.activated.pop(chat_id, None)) is not None and not activated.done():
                     activated.set_result(None)
                 self._spawn(self._watch(chat_id, entry))
@@ -192,14 +204,15 @@ class SessionDirectory:
         finally:
             self._schedule_refill()  # after the activation: an eviction may have refilled the pool already
 
-    async def _take_blank(self) -> _Actor:
+    async def _take_blank(self) -> tuple[_Actor, str]:
+        """A blank actor, and whether it is a prepared process ("warm") or a new one ("cold")."""
         if not self.pool:
             freed = await self._evict(None)  # a node at its cap: reuse its least recently used idle session
             if freed is not None:
-                return freed
+                return freed, "warm"
             self.counters["cold_starts"] += 1
-            return await self._start_actor()
-        return self.pool.pop()
+            return await self._start_actor(), "cold"
+        return self.pool.pop(), "warm"
 
     async def _start_actor(self) -> _Actor:
         handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, DirectoryHandle(self.handle))
@@ -281,6 +294,7 @@ class SessionDirectory:
                     continue
                 if await self._release(chat_id, entry):
                     self.counters["evictions"] += 1
+                    metrics.EVICTIONS.inc()
                     return entry.actor
                 if chat_id in self.resident:
                     self.resident.move_to_end(chat_id)  # busy: ask the others first next time
@@ -296,6 +310,7 @@ class SessionDirectory:
         if released:
             self._drop(chat_id)
             self.counters["passivations"] += 1
+            metrics.PASSIVATIONS.inc(app_id=entry.app_id)
             if wake_at is not None:
                 self.wakeups.add(wake_at, (entry.app_id, entry.user_id, chat_id))
         return bool(released)
@@ -322,12 +337,14 @@ class SessionDirectory:
                 return  # already replaced by a caller that saw it die
             self._drop(chat_id)
             self.counters["crashes"] += 1
+            metrics.CRASHES.inc(app_id=entry.app_id)
         await self._drop_pool_on_dead_nodes()  # so the re-activation below does not pick one of them
         now = time.monotonic()
         self.restarted_at = {c: t for c, t in self.restarted_at.items() if now - t < AUTO_RESTART_EVERY_S}
         if chat_id not in self.restarted_at:
             self.restarted_at[chat_id] = now
             log.warning("session of chat %s died; re-activating it from its log", chat_id)
+            metrics.CRASH_REACTIVATIONS.inc(app_id=entry.app_id)
             await self.get(entry.app_id, entry.user_id, chat_id)
 
     async def _drop_pool_on_dead_nodes(self) -> None:
@@ -372,6 +389,7 @@ class SessionDirectory:
     async def stats(self) -> DirectoryStats:
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
                               per_node={node: n for node, n in self.per_node.items() if n},
+                              pool_per_node=dict(Counter(actor.node_id for actor in self.pool)),
                               policy=self.policy.model_copy(), counters=dict(self.counters))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

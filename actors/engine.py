@@ -28,6 +28,7 @@ from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
 from actors.triggers import ContextTriggers
 from actors.turn import AgentTurn
+from mozaiks import metrics
 from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.providers.registry import ProviderRegistry
@@ -194,7 +195,7 @@ class SessionEngine:
                 if self.steps.step == "tools":
                     await self.tools.finish()
                 else:
-                    await self.turn.step()
+                    await metrics.timed_turn(self.turn.step(), self.chat, self.state.agent)
         except StaleOwnerError:
             log.warning("session for chat %s lost ownership; stopping", self.chat.chat_id)
         except Exception:
@@ -240,6 +241,7 @@ class SessionEngine:
         self.status = CHAT_STATUS_OF_RUN[run_status]
         self.state.usage = type(run_usage)()
         self.validation.reset()
+        metrics.RUNS.inc(**metrics.chat_tags(self.chat), status=run_status)
         await self.commit(events + [usage.summary(run_usage), (None, ev.RunComplete(
             run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))])
         if self.on_run_end is not None:

@@ -59,6 +59,7 @@ class DirectoryStats(BaseModel):
     pool: int
     wakeups: int
     per_node: dict[str, int]
+    pool_per_node: dict[str, int] = {}  # warm-pool actors by node
     policy: LifecyclePolicy
     counters: dict[str, int]  # activations, passivations, crashes, fenced, evictions, … (absent = 0)
 

@@ -18,6 +18,7 @@ from actors.commits import EventSpec, error_event
 from actors.run_host import RunHost
 from actors.snapshot import PendingTools, PendingUi
 from actors.tool_tasks import ToolOutcome, run_tool
+from mozaiks import metrics
 from mozaiks.protocol.events import ToolCall, ToolResponse, UiToolComplete, UiToolDismiss
 from mozaiks.providers.base import ToolCallRequest
 from mozaiks.store.base import UsageRecord
@@ -170,7 +171,8 @@ class ToolPhase:
                           workflow_name=chat.workflow_name, variables=dict(self.host.state.context))
         if ui_response is not None:
             ctx.ui_answered, ctx.ui_response = True, ui_response
-        return await run_tool(spec, self.host.workflow.path, call.arguments, ctx, self.host.self_handle, call.id)
+        return metrics.tool_call(chat, call.name, await run_tool(spec, self.host.workflow.path, call.arguments, ctx,
+                                                                 self.host.self_handle, call.id))
 
     async def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec) -> None:
         assert spec.ui is not None

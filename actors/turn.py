@@ -11,6 +11,7 @@ from actors.lifecycle_hooks import LifecycleHooks
 from actors.run_host import RunHost
 from actors.run_steps import new_id
 from actors.tool_phase import ToolPhase
+from mozaiks import metrics
 from mozaiks.protocol.events import SelectSpeaker, TextDelta
 from mozaiks.providers.base import ModelError, ModelReply
 from mozaiks.store.base import UsageRecord
@@ -75,7 +76,7 @@ class AgentTurn:
             agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text)) if shown else None,
             model_name=model.name or model.provider)
         try:
-            reply = await self.host.providers.get(model).complete(request, buffer.on_delta)
+            reply = await metrics.model_call(h.providers.get(model), request, buffer.on_delta, h.chat, model.name or model.provider)
             buffer.flush()
             return reply, message_id
         except ModelError as exc:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from actors.handles import DirectoryHandle
 from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
+from mozaiks import metrics
 from mozaiks.protocol.broker_api import (
     CancelRequest, CancelResponse, CreateSessionRequest, CreateSessionResponse, EventPage, RuntimeToken, SessionList,
     SessionSummary, WorkflowInfo, WorkflowList,
@@ -84,7 +85,7 @@ class SessionBroker:
                                idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
         workflow = self._workflow(request.workflow_name)
         if self.gate is not None:
-            await self.gate.check_start(identity, workflow, resuming=request.chat_id is not None)
+            await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None))
         chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
                                              request.chat_id, request.context, idempotency_key,
                                              tenant_id=identity.tenant_id)
@@ -183,7 +184,7 @@ class SessionBroker:
     async def refresh_token(self, identity: Identity, chat_id: str) -> RuntimeToken:
         chat = await self._owned_chat(identity, chat_id)
         if self.gate is not None:  # a reconnect is a resume: a lapsed plan or spent budget ends access
-            await self.gate.check_start(identity, self._workflow(chat.workflow_name), resuming=True)
+            await metrics.gated(self.gate.check_start(identity, self._workflow(chat.workflow_name), resuming=True))
         token, expires_at = self._mint(chat)
         return RuntimeToken(runtime_token=token, expires_at=_iso(expires_at), ws_url=self.ws_url(chat))
 

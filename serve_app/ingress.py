@@ -21,6 +21,7 @@ from broker.runtime_token import RuntimeTokenVerifier
 from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
 from capabilities import Gate, load_registry, provider_factory
+from mozaiks import metrics
 from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
 )
@@ -67,6 +68,7 @@ class MozaiksIngress:
         self._broker: SessionBroker | None = None
         self._init_lock = asyncio.Lock()
         app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+        app.add_middleware(metrics.HttpMetrics)
         if settings.cors_allowed_origins:
             app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
                                allow_credentials=True, allow_methods=["GET", "POST"],

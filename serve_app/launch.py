@@ -48,7 +48,8 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
             # Without an address, always a fresh local instance: never silently join whatever
             # `ray start` cluster happens to run on this machine.
             ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, resources=resources,
-                     include_dashboard=False, configure_logging=False)
+                     include_dashboard=False, configure_logging=False,
+                     _metrics_export_port=settings.metrics_export_port)
             global _owns_ray
             _owns_ray = True
     asyncio.run(_init_store(settings.resolved_store_url))

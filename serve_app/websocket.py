@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.handles import Attached, DirectoryHandle, SessionHandle
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
+from mozaiks import metrics
 from mozaiks.errors import ChatNotFound, InvalidClientMessage, SessionGone
 from mozaiks.protocol import client_messages as messages
 from mozaiks.protocol.client_messages import MAX_SEQ, parse_client_message
@@ -126,6 +127,7 @@ class SocketSession:
     async def run(self) -> None:
         offered = [p.strip() for p in self.ws.scope.get("subprotocols", [])]
         await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        metrics.ws_open.add(1)
         try:
             last_seq = await self._authenticate(offered)
             if await self.link.connect() is None:
@@ -133,12 +135,13 @@ class SocketSession:
             await self._serve(last_seq)
         except Close as close:
             await self._close(close.code, close.reason)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as gone:
+            metrics.WS_CLOSES.inc(code=gone.code, by="client")
         except Exception:
             log.exception("websocket for chat %s failed", self.path["chat_id"])
             await self._close(close_codes.INTERNAL_ERROR, "internal error")
         finally:
+            metrics.ws_open.add(-1)
             if self.link.session is not None:
                 try:
                     await self.link.session.detach(self.link.chat_id, self.watcher_id)
@@ -146,6 +149,7 @@ class SocketSession:
                     pass
 
     async def _close(self, code: int, reason: str) -> None:
+        metrics.WS_CLOSES.inc(code=code, by="server")
         try:
             await self.ws.close(code=code, reason=reason)
         except RuntimeError:
@@ -283,6 +287,7 @@ class SocketSession:
                 "utf-8", "replace")
             if len(raw.encode("utf-8")) > limit:
                 raise Close(close_codes.FRAME_TOO_LARGE, "frame too large")
+            metrics.WS_MESSAGES.inc(direction="in")
             await self._handle(raw)
 
     async def _handle(self, raw: str) -> None:
@@ -345,6 +350,7 @@ class SocketSession:
     async def _send(self, payload: str) -> None:
         async with self.send_lock:
             await self.ws.send_text(payload)
+        metrics.WS_MESSAGES.inc(direction="out")
 
 
 def _is_seq(value: Any) -> bool:

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     context_max_bytes: int = Field(default=64 * 1024, ge=2)
     context_max_depth: int = Field(default=16, ge=1)
 
+    # Operations (docs/operations.md)
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a line, for log collectors
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where the Ray this runtime starts serves its Prometheus metrics (a cluster's own Ray: `ray start
+    # --metrics-export-port`); unset: a port Ray picks.
+    metrics_export_port: int | None = Field(default=None, ge=1, le=65535)
+    api_docs: bool | None = None  # the interactive page at /api/docs; unset: on in local mode only
+
     # Session lifecycle
     warm_pool_size: int = 2
     idle_timeout_s: float = 10.0
