@@ -37,6 +37,8 @@ from mozaiks.protocol.events import Ack, ChatMeta, ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
 from mozaiks.store import DuplicateMessageError, open_store
+from capabilities.installs import InstalledWorkflows, summary
+from mozaiks.protocol.errors import ApiError
 from workflows.catalog import WorkflowCatalog
 from workflows.loader import WorkflowError
 
@@ -93,6 +95,7 @@ class ChatSession:
         self.directory = directory
         self.store = open_store(settings.resolved_store_url, single_chat=True)
         self.catalog = WorkflowCatalog(settings.workflows_dir)
+        self.workflows = InstalledWorkflows(settings, self.catalog, self.store)
         self.providers = ProviderRegistry(settings)
         self.binding: _Binding | None = None
         self.handle = SessionHandle(ray.get_runtime_context().current_actor)
@@ -126,7 +129,7 @@ class ChatSession:
         # Read after the claim: from here on the previous owner can no longer move last_seq.
         chat = await self.store.get_chat(app_id, user_id, chat_id)
         assert chat is not None
-        workflow = self.catalog.get(chat.workflow_name)
+        workflow = await self.workflows.get(chat.app_id, chat.workflow_name)
         hub = EventHub()
         engine = SessionEngine(self.settings, self.store, workflow, chat, epoch, hub, self.providers, self.handle,
                                on_run_end=lambda status: advance_journeys(engine, self.catalog, status))
@@ -273,6 +276,27 @@ class ChatSession:
         if binding is not None and binding.chat_id == chat_id:
             binding.engine.publish_ephemeral(None, ToolProgress(
                 call_id=call_id, name=name, progress=max(0.0, min(1.0, float(fraction))), message=message))
+
+    async def install_workflow(self, chat_id: str, name: str, files: dict[str, str],
+                               capability: dict[str, Any] | None) -> dict[str, Any]:
+        """A tool of this chat installs a workflow for the chat's app (``ctx.install_workflow``).
+
+        Allowed only when the chat's workflow is one the operator deployed and named in
+        ``settings.generator_workflows``: this check, here in the session and not in the tool's
+        process, is what keeps any other workflow's code from installing code. Returns the install
+        summary, or the error envelope (an ApiError does not survive pickling).
+        """
+        chat = self._bound(chat_id).engine.chat
+        generator = chat.workflow_name
+        if generator not in self.settings.generator_workflows or generator not in self.catalog.names():
+            return ApiError(403, "forbidden", f"Workflow {generator!r} is not a generator "
+                                              "(settings.generator_workflows)").envelope()
+        try:
+            record, _ = await self.workflows.install(chat.app_id, name, files, capability,
+                                                     installed_by=f"workflow:{generator}/{chat_id}")
+        except ApiError as exc:
+            return exc.envelope()
+        return summary(record).model_dump()
 
     async def status(self, chat_id: str) -> SessionStatus:
         binding = self._bound(chat_id)

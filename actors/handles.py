@@ -133,6 +133,13 @@ class SessionHandle:
         result: int = await self.actor.pid.remote()
         return result
 
+    def install_workflow(self, chat_id: str, name: str, files: dict[str, str],
+                         capability: dict[str, Any] | None) -> dict[str, Any]:
+        """A generator tool's install, waited for (called from inside a tool's Ray task): the
+        install summary, or ``{"error": {code, message, details}}``."""
+        result: dict[str, Any] = ray.get(self.actor.install_workflow.remote(chat_id, name, files, capability))
+        return result
+
     def report_progress(self, chat_id: str, call_id: str, name: str, fraction: float, message: str) -> None:
         """A running tool's progress, fire and forget (called from inside a tool's Ray task)."""
         self.actor.tool_progress.remote(chat_id, call_id, name, fraction, message)

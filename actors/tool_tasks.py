@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from actors.handles import SessionHandle
 from mozaiksai.engine.outputs.ui_tools import UiRequested
+from workflows.installed import materialize, sources_of
 from workflows.model import ToolSpec
 from workflows.tool_context import ToolContext
 from workflows.tool_loading import call_tool, import_tool
@@ -30,17 +31,26 @@ class ToolOutcome(BaseModel):
     ui_requested: bool = False
 
 
+# An installed workflow's files as one object per version, put once by the session's process.
+_shipped: dict[Path, ray.ObjectRef] = {}
+
+
 @ray.remote(num_cpus=0.1)
 def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str, Any],
-              ctx: ToolContext, session: SessionHandle | None, call_id: str, name: str) -> dict[str, Any]:
+              ctx: ToolContext, session: SessionHandle | None, call_id: str, name: str,
+              sources: list[ray.ObjectRef] | None = None) -> dict[str, Any]:
     started = time.time()
     if session is not None:
         # The chat id lets a session actor that has since been recycled to another chat drop it.
         ctx.progress_sink = lambda fraction, message: session.report_progress(
             ctx.chat_id, call_id, name, fraction, message)
+        ctx.installer = lambda *install: session.install_workflow(ctx.chat_id, *install)
     node_id = ray.get_runtime_context().get_node_id()
     try:
-        fn = import_tool(Path(workflow_path), file, function)
+        folder = Path(workflow_path)
+        if sources is not None:  # an installed workflow: its folder may not exist on this node yet
+            folder = materialize(folder.name, ray.get(sources[0]))
+        fn = import_tool(folder, file, function)
         # Tool modules live under generated names other workers cannot import: whatever a tool
         # sends to Ray tasks of its own must carry the module's code, not a reference to it.
         ray.cloudpickle.register_pickle_by_value(sys.modules[fn.__module__])
@@ -61,6 +71,9 @@ async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any
                    session: SessionHandle | None, call_id: str) -> ToolOutcome:
     """Run one tool call as a Ray task honouring num_cpus, resources, timeout and retries."""
     opts = spec.execution
+    files = sources_of(workflow_path)
+    if files is not None and workflow_path not in _shipped:
+        _shipped[workflow_path] = ray.put(dict(files))
     ref = _run_tool.options(
         num_cpus=opts.num_cpus, resources=opts.resources or None,
         # The calls of one reply are independent and meant to run at once: spread them over the
@@ -70,7 +83,9 @@ async def run_tool(spec: ToolSpec, workflow_path: Path, arguments: dict[str, Any
         max_retries=opts.max_retries if opts.idempotent else 0,
         retry_exceptions=False,
     ).remote(str(workflow_path), spec.file or f"{spec.name}.py", spec.function or spec.name,
-             arguments, ctx, session, call_id, spec.name)
+             arguments, ctx, session, call_id, spec.name,
+             # In a list, so Ray hands the task the reference and the task fetches only if it must.
+             [_shipped[workflow_path]] if files is not None else None)
     started = time.time()
     try:
         raw = await asyncio.wait_for(ref, timeout=opts.timeout_s)

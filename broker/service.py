@@ -39,28 +39,46 @@ class Listing(Protocol):
 
 
 class AccessGate(Protocol):
-    """Entitlements and usage (``capabilities.Gate``): who may start and see which workflow."""
+    """Entitlements and usage (``capabilities.Gate``): who may start and see which workflow.
+    ``capability``: an installed workflow's own, which the registry file does not know."""
 
-    async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool) -> None:
+    async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool,
+                          capability: Any = None) -> None:
         """Raises ``ApiError`` when the user may not start (or resume) the workflow now."""
 
-    async def visible(self, identity: Identity, workflow: Workflow) -> tuple[bool, Listing | None]: ...
+    async def visible(self, identity: Identity, workflow: Workflow,
+                      capability: Any = None) -> tuple[bool, Listing | None]: ...
+
+
+class WorkflowSource(Protocol):
+    """The workflows an app's chats may be of: the directory's, then the app's installed ones
+    (``capabilities.installs.InstalledWorkflows``), each with its installed capability or None."""
+
+    @property
+    def catalog(self) -> WorkflowCatalog: ...
+
+    async def find(self, app_id: str, name: str) -> tuple[Workflow, Listing | None]:
+        """KeyError when the app has no workflow of that name."""
+
+    async def all(self, app_id: str) -> list[tuple[Workflow, Listing | None]]: ...
 
 
 class SessionBroker:
-    def __init__(self, settings: Settings, store: Store, catalog: WorkflowCatalog, directory: DirectoryHandle,
+    def __init__(self, settings: Settings, store: Store, workflows: WorkflowSource, directory: DirectoryHandle,
                  gate: AccessGate | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.catalog = catalog
+        self.workflows = workflows  # the workflows directory, then the app's installed workflows
+        self.catalog = workflows.catalog
         self.directory = directory
         # None on a Standalone runtime: the host's broker mints, and this one's endpoints are off.
         self.minter = RuntimeTokenMinter(settings) if settings.mints_runtime_tokens else None
         self.gate = gate  # None allows everything
 
-    def _workflow(self, name: str) -> Workflow:
+    async def _workflow(self, app_id: str, name: str) -> tuple[Workflow, Listing | None]:
+        """The workflow, and its capability when it is one this app installed."""
         try:
-            return self.catalog.get(name)
+            return await self.workflows.find(app_id, name)
         except KeyError:
             raise ApiError(404, "unknown_workflow", f"Workflow {name!r} is not registered") from None
 
@@ -83,9 +101,10 @@ class SessionBroker:
 
     async def create_or_resume(self, identity: Identity, request: CreateSessionRequest,
                                idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
-        workflow = self._workflow(request.workflow_name)
+        workflow, capability = await self._workflow(identity.app_id, request.workflow_name)
         if self.gate is not None:
-            await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None))
+            await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None,
+                                                      capability=capability))
         chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
                                              request.chat_id, request.context, idempotency_key,
                                              tenant_id=identity.tenant_id)
@@ -99,7 +118,7 @@ class SessionBroker:
                         tenant_id: str | None = None) -> tuple[ChatRecord, bool]:
         """Create or resume a chat and warm its session actor. Shared by the broker and the
         Standalone runtime API."""
-        self._workflow(workflow_name)
+        await self._workflow(app_id, workflow_name)
         if chat_id is not None:
             chat = await self.store.get_chat(app_id, user_id, chat_id)
             if chat is None:
@@ -164,12 +183,11 @@ class SessionBroker:
             created_at=c.created_at, updated_at=c.updated_at) for c in chats], next_cursor=next_cursor)
 
     async def list_workflows(self, identity: Identity) -> WorkflowList:
-        workflows = await asyncio.to_thread(self.catalog.all)
         infos = []
-        for workflow in sorted(workflows.values(), key=lambda w: w.name):
-            capability = None
+        for workflow, installed in sorted(await self.workflows.all(identity.app_id), key=lambda w: w[0].name):
+            capability = installed
             if self.gate is not None:
-                visible, capability = await self.gate.visible(identity, workflow)
+                visible, capability = await self.gate.visible(identity, workflow, capability=installed)
                 if not visible:
                     continue
             info = workflow.public_info()
@@ -184,7 +202,8 @@ class SessionBroker:
     async def refresh_token(self, identity: Identity, chat_id: str) -> RuntimeToken:
         chat = await self._owned_chat(identity, chat_id)
         if self.gate is not None:  # a reconnect is a resume: a lapsed plan or spent budget ends access
-            await metrics.gated(self.gate.check_start(identity, self._workflow(chat.workflow_name), resuming=True))
+            workflow, capability = await self._workflow(chat.app_id, chat.workflow_name)
+            await metrics.gated(self.gate.check_start(identity, workflow, resuming=True, capability=capability))
         token, expires_at = self._mint(chat)
         return RuntimeToken(runtime_token=token, expires_at=_iso(expires_at), ws_url=self.ws_url(chat))
 

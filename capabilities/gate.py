@@ -29,10 +29,12 @@ class Gate:
         # A host provider may hand back a dict; validating it keeps a malformed answer from passing.
         return Decision.model_validate(await self.provider.decide(identity, capability))
 
-    async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool) -> None:
+    async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool,
+                          capability: Capability | None = None) -> None:
         """Entitlement, then (for a new chat) the rate limit, then the token budgets; the first
-        refusal is raised as the PROTOCOL's error."""
-        capability = self.registry.for_workflow(workflow.name)
+        refusal is raised as the PROTOCOL's error. ``capability``: an installed workflow's own,
+        instead of the registry's."""
+        capability = capability or self.registry.for_workflow(workflow.name)
         if capability is None:  # the registry does not offer it: to the user it does not exist
             raise ApiError(404, "unknown_workflow", f"Workflow {workflow.name!r} is not registered")
         decision = await self.decide(identity, capability)
@@ -43,9 +45,10 @@ class Gate:
         await self.usage.admit(identity, self.settings.session_token_reservation if reservation is None
                                else reservation, creating=not resuming)
 
-    async def visible(self, identity: Identity, workflow: Workflow) -> tuple[bool, Capability | None]:
+    async def visible(self, identity: Identity, workflow: Workflow,
+                      capability: Capability | None = None) -> tuple[bool, Capability | None]:
         """Listed only when its capability is not hidden and this user may start it."""
-        capability = self.registry.for_workflow(workflow.name)
+        capability = capability or self.registry.for_workflow(workflow.name)
         if capability is None or capability.visibility == "hidden":
             return False, capability
         return (await self.decide(identity, capability)).allowed, capability

@@ -21,9 +21,11 @@ from broker.runtime_token import RuntimeTokenVerifier
 from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
 from capabilities import Gate, load_registry, provider_factory
+from capabilities.installs import InstalledWorkflows, summary
 from mozaiks import metrics
 from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
+    WorkflowInstallRequest,
 )
 from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.errors import ApiError, unauthenticated
@@ -82,7 +84,8 @@ class MozaiksIngress:
                     await store.init()
                     self._store = store
                     gate = Gate(self.settings, store, self.registry, self.entitlements(self.settings, store))
-                    self._broker = SessionBroker(self.settings, store, self.catalog, self.directory, gate=gate)
+                    workflows = InstalledWorkflows(self.settings, self.catalog, store)
+                    self._broker = SessionBroker(self.settings, store, workflows, self.directory, gate=gate)
         return self._broker
 
     async def identity(self, authorization: str | None) -> Identity:
@@ -150,6 +153,33 @@ class MozaiksIngress:
         self.service_caller(authorization)
         await (await self.broker()).store.set_subscription(body.app_id, body.user_id, body.plan)
         return body.model_dump()
+
+    @app.put("/api/runtime/workflows/{name}")
+    async def install_workflow(self, name: str, body: WorkflowInstallRequest,
+                               authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        """Install (or replace) one app's workflow: validated whole, stored, startable at once."""
+        self.service_caller(authorization)
+        record, created = await (await self.broker()).workflows.install(
+            body.app_id, name, body.files, body.capability, installed_by="service")
+        return JSONResponse(summary(record).model_dump(), status_code=201 if created else 200)
+
+    @app.get("/api/runtime/workflows/{name}")
+    async def installed_workflow(self, name: str, app_id: Annotated[str, Query(min_length=1, max_length=128)],
+                                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        self.service_caller(authorization)
+        record = await (await self.broker()).store.get_installed_workflow(app_id, name)
+        if record is None:
+            raise ApiError(404, "unknown_workflow", f"No installed workflow {name!r} in app {app_id!r}")
+        return {**summary(record).model_dump(), "files": record.files}
+
+    @app.delete("/api/runtime/workflows/{name}")
+    async def uninstall_workflow(self, name: str, app_id: Annotated[str, Query(min_length=1, max_length=128)],
+                                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """New chats of it can no longer start; open ones end when their session next activates."""
+        self.service_caller(authorization)
+        if not await (await self.broker()).workflows.remove(app_id, name):
+            raise ApiError(404, "unknown_workflow", f"No installed workflow {name!r} in app {app_id!r}")
+        return {"app_id": app_id, "name": name, "deleted": True}
 
     def service_caller(self, authorization: str | None) -> None:
         expected = self.settings.service_credential

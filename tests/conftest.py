@@ -65,7 +65,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> S
         capabilities_file=TESTS / "capabilities.yaml", token_budget_per_user=1_000_000,
         ws_allowed_origins=[ALLOWED_ORIGIN], cors_allowed_origins=[ALLOWED_ORIGIN],
         runtime_token_secret=SecretStr(RUNTIME_SECRET), service_credential=SecretStr("test-service-credential"),
-        warm_pool_size=2, metrics_export_port=free_port(),
+        warm_pool_size=2, metrics_export_port=free_port(), generator_workflows=["workflow_generator"],
     )
 
 

@@ -1,16 +1,18 @@
 """The workflow_generator example over the real WebSocket: an interview, the draft as an artifact,
-then a workflow folder written by one Ray task per agent that loads with our loader and runs."""
+then a workflow written by one Ray task per agent and installed by the generator's own tool
+(ctx.install_workflow), after which a new chat of it runs. No file is copied anywhere by the test."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from pathlib import Path
 from typing import Any
 
+import httpx
+
 from mozaiks.client import BrokerClient, ChatConnection
+from mozaiks.settings import Settings
+from tests.conftest import APP_ID
 from tests.helpers import collect_until, of_type
-from workflows.loader import load_workflow
 
 
 async def interview(broker: BrokerClient, purpose: str, agents: str) -> tuple[ChatConnection, dict[str, Any]]:
@@ -31,13 +33,22 @@ async def written_workflow(conn: ChatConnection) -> dict[str, Any]:
     assert events[-1]["data"]["status"] == "completed"
     [written] = [e["data"] for e in of_type(events, "chat.tool_response") if e["data"]["name"] == "write_workflow"]
     assert written["status"] == "ok"
-    assert of_type(events, "chat.text")[-1]["data"]["content"].startswith(
-        f"Your workflow {written['result']['workflow_name']} is ready in {written['result']['path']}")
+    assert of_type(events, "chat.text")[-1]["data"]["content"] == (
+        f"Your workflow {written['result']['workflow_name']} is installed (version {written['result']['version']}): "
+        "start a new chat of it.")
     return written["result"]
 
 
-async def test_generated_workflow_loads_and_runs(broker_for, workflows_dir: Path):
-    broker = broker_for("generator")
+async def installed(http: httpx.AsyncClient, settings: Settings, name: str) -> dict[str, Any]:
+    assert settings.service_credential is not None
+    response = await http.get(f"/api/runtime/workflows/{name}", params={"app_id": APP_ID},
+                              headers={"Authorization": f"Bearer {settings.service_credential.get_secret_value()}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_the_generated_workflow_is_installed_and_a_new_chat_of_it_runs(broker_for, http, settings):
+    broker = broker_for("generator", plan="pro")  # installs are gated by default: this user has a plan
     tag = uuid.uuid4().hex[:6]
     conn, artifact = await interview(broker, f"Plan the team newsletter {tag}", "researcher, writer and editor")
     name = f"plan_the_team_newsletter_{tag}"
@@ -47,30 +58,25 @@ async def test_generated_workflow_loads_and_runs(broker_for, workflows_dir: Path
     assert (await conn.respond_ui(artifact["call_id"], {"decision": "approve"}))["status"] == "accepted"
     result = await written_workflow(conn)
 
-    folder = Path(result["path"])
-    try:
-        assert folder.name == name and result["agents"] == ["Researcher", "Writer", "Editor"]
-        assert [task["agent"] for task in result["tasks"]] == result["agents"]  # one Ray task per agent
-        assert load_workflow(folder).agent_names == result["agents"]
+    assert result["workflow_name"] == name and result["agents"] == ["Researcher", "Writer", "Editor"]
+    assert [task["agent"] for task in result["tasks"]] == result["agents"]  # one Ray task per agent
+    record = await installed(http, settings, name)
+    assert (record["version"], record["capability"]) == (result["version"], {"gated": True})
+    assert record["installed_by"].startswith("workflow:workflow_generator/")
+    assert name in {w["name"] for w in await broker.list_workflows()}
 
-        shutil.copytree(folder, workflows_dir / name)
-        generated = await broker.create_session(name)
-        async with await broker.connect(generated) as run:
-            events = await collect_until(run, "chat.run_complete")
-        assert events[-1]["data"]["status"] == "completed"
-        assert [e["agent"] for e in of_type(events, "chat.text")] == ["Researcher", "Writer", "Editor"]
-    finally:
-        shutil.rmtree(folder.parent, ignore_errors=True)
+    generated = await broker.create_session(name)
+    async with await broker.connect(generated) as run:
+        events = await collect_until(run, "chat.run_complete")
+    assert events[-1]["data"]["status"] == "completed"
+    assert [e["agent"] for e in of_type(events, "chat.text")] == ["Researcher", "Writer", "Editor"]
 
 
-async def test_an_edited_draft_is_what_gets_written(broker_for):
+async def test_an_edited_draft_is_what_gets_installed(broker_for, http, settings):
     conn, artifact = await interview(broker_for("generator-editor"), "Triage support tickets", "sorter")
     edited = {**artifact["props"], "workflow_name": f"ticket_triage_{uuid.uuid4().hex[:6]}",
               "agents": [{"name": "Sorter", "role": "Sorts tickets."}, {"name": "Replier", "role": "Answers them."}]}
     assert (await conn.respond_ui(artifact["call_id"], {"decision": "edit", "draft": edited}))["status"] == "accepted"
     result = await written_workflow(conn)
-    try:
-        assert Path(result["path"]).name == edited["workflow_name"]
-        assert load_workflow(Path(result["path"])).agent_names == ["Sorter", "Replier"]
-    finally:
-        shutil.rmtree(Path(result["path"]).parent, ignore_errors=True)
+    assert (result["workflow_name"], result["agents"]) == (edited["workflow_name"], ["Sorter", "Replier"])
+    assert '"name": "Replier"' in (await installed(http, settings, edited["workflow_name"]))["files"]["agents.json"]

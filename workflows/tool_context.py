@@ -7,6 +7,18 @@ from types import MappingProxyType
 from typing import Any
 
 ProgressSink = Callable[[float, str], None]
+Installer = Callable[[str, dict[str, str], "dict[str, Any] | None"], dict[str, Any]]
+
+
+class InstallRefused(Exception):
+    """``ctx.install_workflow`` was refused; ``code`` and ``issues`` are the API's (docs/workflows.md)."""
+
+    def __init__(self, code: str, message: str, issues: list[str] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.issues = code, message, issues or []
+
+    def __reduce__(self) -> tuple[Any, ...]:  # intact across Ray/pickle
+        return type(self), (self.code, self.message, self.issues)
 
 
 class ToolContext:
@@ -33,6 +45,7 @@ class ToolContext:
         self._variables = dict(variables or {})
         self.context_changes: dict[str, Any] = {}
         self.progress_sink = progress_sink  # injected by the runtime inside the task
+        self.installer: Installer | None = None  # likewise; the session decides who may install
         # A UI tool written against MozaiksAI awaits the user inside its function (use_ui_tool):
         # it runs once to get the props, then again with the user's answer, which use_ui_tool returns.
         self.ui_answered = False
@@ -52,6 +65,21 @@ class ToolContext:
         # Progress is cosmetic: an out-of-range fraction is clamped rather than failing the tool.
         if self.progress_sink is not None:
             self.progress_sink(min(max(float(fraction), 0.0), 1.0), message)
+
+
+    def install_workflow(self, name: str, files: dict[str, str],
+                         capability: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Install a workflow for this chat's app, as ``PUT /api/runtime/workflows/{name}`` does:
+        validated whole, stored, startable at once. Only a generator workflow may (the operator's
+        ``settings.generator_workflows``); anything else raises InstallRefused, as does an invalid
+        workflow (with the loader's ``file: path: message`` lines in ``issues``)."""
+        if self.installer is None:
+            raise InstallRefused("forbidden", "this tool runs outside a chat session")
+        answer = self.installer(name, dict(files), capability)
+        if "error" in answer:
+            error = answer["error"]
+            raise InstallRefused(error["code"], error["message"], error["details"].get("issues"))
+        return answer
 
 
 class ContextVariables:

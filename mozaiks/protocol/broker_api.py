@@ -88,6 +88,26 @@ class RuntimeSessionRequest(BaseModel):
     context: dict[str, Any] | None = None
 
 
+class WorkflowInstallRequest(BaseModel):
+    """``PUT /api/runtime/workflows/{name}``: the workflow's files, for one app."""
+
+    model_config = ConfigDict(extra="forbid")
+    app_id: str = Field(min_length=1, max_length=128, pattern=r"^[^/]+$")
+    files: dict[str, str]  # path relative to the workflow folder -> UTF-8 text
+    # The capability registry's fields (gated, allowed_plans, visibility, ...); default {"gated": true}.
+    capability: dict[str, Any] | None = None
+
+
+class WorkflowInstallResponse(BaseModel):
+    app_id: str
+    name: str
+    version: str
+    capability: dict[str, Any]
+    installed_by: str
+    installed_at: str
+    files: list[str]
+
+
 class RuntimeSessionResponse(BaseModel):
     chat_id: str
     status: Literal["created", "resumed"]

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     metrics_export_port: int | None = Field(default=None, ge=1, le=65535)
     api_docs: bool | None = None  # the interactive page at /api/docs; unset: on in local mode only
 
+    # Installed workflows (docs/workflows.md, "Installing workflows at runtime"). Only the service
+    # credential installs, and the tools of the operator's workflows named here: end users never do.
+    generator_workflows: list[str] = []
+    install_max_files: int = Field(default=200, ge=1)
+    install_max_file_bytes: int = Field(default=256 * 1024, ge=1)  # all files together: http_max_body_bytes
+
     # Session lifecycle
     warm_pool_size: int = 2
     idle_timeout_s: float = 10.0

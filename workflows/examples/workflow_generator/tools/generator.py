@@ -1,5 +1,7 @@
 """The workflow generator's tools. Each call runs as a Ray task; `write_workflow` fans out one
-more Ray task per generated agent, the way a model-backed generator writes its agents in parallel.
+more Ray task per generated agent, the way a model-backed generator writes its agents in parallel,
+then installs the result for this chat's app through `ctx.install_workflow` (allowed because the
+operator lists this workflow in `generator_workflows`), so a new chat of it starts at once.
 
 The generated workflow chains its agents with after-work handoffs. Each agent uses the runtime's
 configured model, and a scripted fallback when none is configured, so it runs offline too.
@@ -10,16 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import ray
 from pydantic import BaseModel, Field
-
-from workflows.loader import load_workflow
 
 RESERVED = {"user", "terminate"}
 
@@ -52,10 +49,6 @@ def write_workflow(ctx: Any) -> dict[str, Any]:
     edited = review.get("draft") if isinstance(review, Mapping) else None
     draft = WorkflowDraft.model_validate(edited) if edited else draft_from(ctx.context)
     written = ray.get([define_agent.remote(draft.model_dump(), i) for i in range(len(draft.agents))])
-    # One folder per chat, so two users generating the same name never overwrite each other.
-    target = output_root() / ctx.chat_id / draft.workflow_name
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
     names = [agent["definition"]["name"] for agent in written]
     files = {
         "orchestrator.json": {"name": draft.workflow_name, "display_name": draft.description[:60],
@@ -66,12 +59,12 @@ def write_workflow(ctx: Any) -> dict[str, Any]:
             {"source_agent": source, "target_agent": target_agent, "handoff_type": "after_work"}
             for source, target_agent in zip(names, [*names[1:], "terminate"])]},
     }
-    for file, content in files.items():
-        (target / file).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    workflow = load_workflow(target)  # a WorkflowError fails the tool, and the Builder hears why
-    ctx.set_context("generated_name", workflow.name)
-    ctx.set_context("output_path", str(target))
-    return {"path": str(target), "workflow_name": workflow.name, "agents": workflow.agent_names,
+    # The runtime's loader checks it; an InstallRefused fails the tool, and the Builder hears why.
+    installed = ctx.install_workflow(draft.workflow_name, {
+        file: json.dumps(content, indent=2) + "\n" for file, content in files.items()})
+    ctx.set_context("generated_name", installed["name"])
+    ctx.set_context("generated_version", installed["version"])
+    return {"workflow_name": installed["name"], "version": installed["version"], "agents": names,
             "tasks": [agent["task"] for agent in written]}
 
 
@@ -122,8 +115,3 @@ def _role(index: int, count: int) -> str:
         return "Finishes the work and tells the user the result."
     return "Builds on the previous agent's work and hands it on."
 
-
-def output_root() -> Path:
-    """Where generated workflows go: MOZAIKS_GENERATED_DIR (shared storage on a cluster), else the
-    system temp dir of the node the tool ran on."""
-    return Path(os.environ.get("MOZAIKS_GENERATED_DIR") or Path(tempfile.gettempdir()) / "mozaiks-generated")
