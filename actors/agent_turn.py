@@ -35,7 +35,7 @@ def build_request(workflow: Workflow, agent_name: str, model: ModelConfig, histo
     tools = [ToolDefinition(name=t.name, description=t.description, parameters=t.parameters or {})
              for t in workflow.tools_for(agent_name)]
     tools += [ToolDefinition(name=transfer_tool_name(target), description=desc)
-              for target, desc in llm_targets(workflow, agent_name)]
+              for target, desc in llm_targets(workflow, agent_name, history.user_spoke_last)]
     return ModelRequest(
         agent=agent_name, model=model.model_dump(), tools=tools,
         messages=for_agent(history.messages, agent_name, agent.system_prompt(), workflow.orchestrator.initial_message),
@@ -63,9 +63,10 @@ def text_events(workflow: Workflow, triggers: ContextTriggers, agent_name: str, 
     return [(agent_name, text)] + triggers.on_text(agent_name, content)
 
 
-def split_transfers(workflow: Workflow, agent_name: str, reply: ModelReply) -> tuple[str | None, list[ToolCallRequest]]:
+def split_transfers(workflow: Workflow, agent_name: str, reply: ModelReply,
+                    after_user: bool) -> tuple[str | None, list[ToolCallRequest]]:
     """A reply's handoff (a transfer tool call or the provider's own) and its real tool calls."""
-    names = {transfer_tool_name(t): t for t, _ in llm_targets(workflow, agent_name)}
+    names = {transfer_tool_name(t): t for t, _ in llm_targets(workflow, agent_name, after_user)}
     transfer = reply.handoff
     calls: list[ToolCallRequest] = []
     for call in reply.tool_calls:

@@ -21,6 +21,8 @@ class History:
         self.messages: list[ModelMessage] = []
         self.answered_calls: set[str] = set()
         self._last_reply_id: str | None = None
+        # No agent has said or called anything since the user's last message (its llm rules apply).
+        self.user_spoke_last = False
 
     def replay(self, events: list[StoredEvent]) -> None:
         """Fold a chat's log, read back from the store, as it was committed."""
@@ -30,6 +32,8 @@ class History:
 
     def apply(self, agent: str | None, payload: EventData) -> None:
         """Fold one committed event (``agent`` is its envelope's)."""
+        if isinstance(payload, ChatText) or (isinstance(payload, ToolCall) and payload.trigger is None):
+            self.user_spoke_last = isinstance(payload, ChatText) and payload.role == "user"
         match payload:
             case ChatText(role="user"):
                 self.messages.append(ModelMessage(role="user", content=payload.content))

@@ -15,11 +15,17 @@ def transfer_tool_name(target: str) -> str:
     return f"transfer_to_{target}"
 
 
-def llm_targets(workflow: Workflow, agent: str) -> list[tuple[str, str]]:
-    """(target, description) of the LLM handoffs offered to ``agent`` as transfer tools."""
-    return [(rule.target_agent, rule.condition or f"Hand the conversation to {rule.target_agent}")
-            for rule in workflow.handoffs
-            if rule.source_agent == agent and rule.handoff_type == "condition" and rule.condition_type == "llm"]
+def llm_targets(workflow: Workflow, agent: str, after_user: bool = False) -> list[tuple[str, str]]:
+    """(target, description) of the LLM handoffs offered to ``agent`` as transfer tools: its own
+    rules, and ``after_user`` (the user's message is the last thing said) the `user` rules, since the
+    model of the agent a user message reaches is the one that can choose where it goes."""
+    offered: dict[str, str] = {}
+    for rule in workflow.handoffs:
+        mine = rule.source_agent == agent or (after_user and rule.source_agent == USER
+                                              and rule.target_agent not in (agent, USER))
+        if mine and rule.handoff_type == "condition" and rule.condition_type == "llm":
+            offered.setdefault(rule.target_agent, rule.condition or f"Hand the conversation to {rule.target_agent}")
+    return list(offered.items())
 
 
 def _holds(rule: HandoffRule, agent: str, context: dict[str, Any]) -> bool:

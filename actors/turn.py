@@ -42,7 +42,7 @@ class AgentTurn:
         events = [usage_event]
         if reply.text or reply.structured is not None:
             events += agent_turn.text_events(h.workflow, h.triggers, agent_name, message_id, reply)
-        transfer, tool_calls = agent_turn.split_transfers(h.workflow, agent_name, reply)
+        transfer, tool_calls = agent_turn.split_transfers(h.workflow, agent_name, reply, h.history.user_spoke_last)
         schema = h.workflow.output_schema_for(agent_name)
         checked = schema is not None and not tool_calls and not reply.exhausted
         problem = agent_turn.structured_problem(schema[1], reply) if schema and checked else None

@@ -33,10 +33,13 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     _deploy(workflows_dir, "TripPlanner", fake_model.base_url)
     itinerary = {"title": "Lisbon", "stops": [{"city": "Lisbon", "nights": 4, "kind": "city"}],
                  "budget": "flexible", "notes": None}
+    with_porto = {**itinerary, "stops": [*itinerary["stops"], {"city": "Porto", "nights": 2, "kind": "city"}]}
     fake_model.enqueue(
         FakeResponse(tool_calls=[FakeToolCall(name="note_destination", arguments={"city": "Lisbon", "nights": 4})]),
         FakeResponse(text="Lisbon for four nights, noted.", chunks=4),
         FakeResponse.json_text(itinerary),
+        FakeResponse(tool_calls=[FakeToolCall(name="transfer_to_ItineraryAgent", arguments={})]),
+        FakeResponse.json_text(with_porto),
         FakeResponse(tool_calls=[FakeToolCall(name="confirm_booking", arguments={"summary": "4 nights in Lisbon"})]),
         FakeResponse(text="Booked. Enjoy Lisbon!", chunks=3),
     )
@@ -66,9 +69,20 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     assert planned["structured_output"] == itinerary
     assert planned["visibility"] == "trace"  # ui_config.yaml's visual_agents leaves ItineraryAgent out
 
-    # the user's answer goes where the user-sourced rule says (destination known → ConciergeAgent),
-    # not back to ItineraryAgent, which asked
+    # the user's answer goes where the user-sourced expression says (destination known →
+    # ConciergeAgent), not back to ItineraryAgent, which asked; the user-sourced llm rule is offered
+    # to ConciergeAgent's model, which takes it: the change of plan goes back to ItineraryAgent
     request = of_type(events, "chat.input_request")[0]["data"]
+    assert (await conn.say("Can we add Porto?", input_request_id=request["request_id"]))["status"] == "accepted"
+    events = await collect_until(conn, "chat.input_request", timeout=60)
+    handoffs = [(h["data"]["from_agent"], h["data"]["to_agent"], h["data"]["reason"]) for h in of_type(events, "chat.handoff")]
+    assert handoffs == [("ConciergeAgent", "ItineraryAgent", "llm")]
+    offered = {t["function"]["name"]: t["function"]["description"] for t in fake_model.requests[3].body["tools"]}
+    assert offered["transfer_to_ItineraryAgent"] == "The traveller wants to change the itinerary"
+    assert next(e["data"] for e in of_type(events, "chat.text") if "structured_output" in e["data"])[
+        "structured_output"] == with_porto
+
+    request = of_type(events, "chat.input_request")[-1]["data"]
     assert (await conn.say("Book it", input_request_id=request["request_id"]))["status"] == "accepted"
     events = await collect_until(conn, "chat.tool_call", timeout=60)
     card = of_type(events, "chat.tool_call")[-1]["data"]
@@ -84,7 +98,9 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     assert updates.get("booking_confirmed") is True
     assert of_type(events, "chat.text")[-1]["data"]["content"] == "Booked. Enjoy Lisbon!"
     assert events[-1]["data"]["status"] == "completed"  # ${booking_confirmed} → TERMINATE
-    assert len(fake_model.requests) == 5
+    assert len(fake_model.requests) == 7
+    # an agent whose turn does not follow the user's message is not offered the user's rules
+    assert "transfer_to_ItineraryAgent" not in {t["function"]["name"] for t in fake_model.requests[6].body["tools"]}
 
 
 async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_on(

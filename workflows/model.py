@@ -193,11 +193,6 @@ class HandoffRule(FormatModel):
     def _condition_valid(cls, value: str | None, info: ValidationInfo) -> str | None:
         if info.data.get("handoff_type") != "condition":
             return value
-        if info.data.get("source_agent") == USER and info.data.get("condition_type") == "llm":
-            # Nobody's model chooses after the user speaks: such a rule could never fire.
-            raise ValueError("an llm condition from 'user' never fires (no model chooses after the user "
-                             "speaks); write condition_type: expression over context variables, or an "
-                             "after_work rule from user")
         if not value:
             raise ValueError("condition handoffs need a condition")
         if info.data.get("condition_type") == "expression":
