@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall
 from tests.helpers import collect_until, of_type
@@ -103,15 +105,29 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     assert "transfer_to_ItineraryAgent" not in {t["function"]["name"] for t in fake_model.requests[6].body["tools"]}
 
 
+# How a UI tool's props function fails: its file cannot be imported, or the function raises.
+BROKEN = {
+    "import": ("from mozaiksai.engine", "import mozaiks_no_such_module\nfrom mozaiksai.engine",
+               "No module named 'mozaiks_no_such_module'"),
+    "raises": ("    try:\n        answer = await use_ui_tool(",
+               "    raise LookupError(\"no fares for \" + summary)\n    try:\n        answer = await use_ui_tool(",
+               "LookupError: no fares for 2 nights in Oslo"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BROKEN))
 async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_on(
-        broker_for, workflows_dir: Path, fake_model: FakeOpenAI) -> None:
-    folder = workflows_dir / "TripPlannerBroken"
+        broker_for, workflows_dir: Path, fake_model: FakeOpenAI, how: str) -> None:
+    name = f"TripPlannerBroken{how.title()}"
+    folder = workflows_dir / name
     _deploy(workflows_dir, "TripPlanner", fake_model.base_url)
     shutil.copytree(workflows_dir / "TripPlanner", folder)
     orchestrator = folder / "orchestrator.yaml"
-    orchestrator.write_text(orchestrator.read_text().replace("workflow_name: TripPlanner", "workflow_name: TripPlannerBroken"))
+    orchestrator.write_text(orchestrator.read_text().replace("workflow_name: TripPlanner", f"workflow_name: {name}"))
     tool = folder / "tools" / "concierge.py"
-    tool.write_text(tool.read_text().replace("from mozaiksai.engine", "import mozaiks_no_such_module\nfrom mozaiksai.engine"))
+    old, new, error = BROKEN[how]
+    assert old in tool.read_text()
+    tool.write_text(tool.read_text().replace(old, new))
     fake_model.enqueue(
         FakeResponse(tool_calls=[FakeToolCall(name="note_destination", arguments={"city": "Oslo", "nights": 2})]),
         FakeResponse(text="Oslo, two nights."),
@@ -120,7 +136,7 @@ async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_
         FakeResponse(text="The booking card is unavailable; shall I book by message instead?"),
     )
     broker = broker_for("traveller")
-    session = await broker.create_session("TripPlannerBroken")
+    session = await broker.create_session(name)
     conn = await broker.connect(session, last_seq=0)
     request = (await collect_until(conn, "chat.input_request", timeout=60))[-1]["data"]
     await conn.say("Book it", input_request_id=request["request_id"])
@@ -128,11 +144,11 @@ async def test_a_ui_tool_whose_function_fails_reports_an_error_and_the_run_goes_
     await conn.close()
     failed = [e["data"] for e in of_type(events, "chat.tool_response") if e["data"]["name"] == "confirm_booking"]
     assert len(failed) == 1 and failed[0]["status"] == "error"
-    assert "No module named 'mozaiks_no_such_module'" in failed[0]["error"]
+    assert error in failed[0]["error"]
     assert not [e for e in of_type(events, "chat.tool_call") if e["data"].get("awaiting_response")]
     # the error went back to the model, which answered; then the after_work rule handed to the user
     tool_message = fake_model.requests[4].body["messages"][-1]
-    assert tool_message["role"] == "tool" and "mozaiks_no_such_module" in tool_message["content"]
+    assert tool_message["role"] == "tool" and error in tool_message["content"]
     assert of_type(events, "chat.text")[-1]["data"]["content"].startswith("The booking card is unavailable")
 
 
