@@ -32,7 +32,7 @@ from actors.event_hub import EventHub
 from actors.handles import Attached, DirectoryHandle, Poll, SessionHandle, SessionStatus
 from actors.journeys import advance_journeys
 from mozaiks.protocol.client_messages import ChatCancel, ChatMessage, UiToolResponse, UserInputSubmit
-from mozaiks.errors import StaleOwnerError
+from mozaiks.errors import ChatNotFound, StaleOwnerError
 from mozaiks.protocol.events import Ack, ChatMeta, ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
@@ -124,7 +124,7 @@ class ChatSession:
             raise RuntimeError(f"session actor already serves chat {self.binding.chat_id}")
         try:
             epoch = await self.store.claim(app_id, user_id, chat_id)
-        except KeyError:
+        except ChatNotFound:
             return None
         # Read after the claim: from here on the previous owner can no longer move last_seq.
         chat = await self.store.get_chat(app_id, user_id, chat_id)

@@ -11,15 +11,16 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from actors.handles import DirectoryHandle
-from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenMinter
 from mozaiks import metrics
+from mozaiks.errors import InvalidCursor
 from mozaiks.protocol.broker_api import (
     CancelRequest, CancelResponse, CreateSessionRequest, CreateSessionResponse, EventPage, RuntimeToken, SessionList,
     SessionSummary, WorkflowInfo, WorkflowList,
 )
 from mozaiks.protocol.errors import ApiError, chat_not_found
 from mozaiks.protocol.events import envelope_of, utc_now_iso
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
@@ -174,7 +175,7 @@ class SessionBroker:
     async def list_sessions(self, identity: Identity, limit: int, cursor: str | None) -> SessionList:
         try:
             chats, next_cursor = await self.store.list_chats(identity.app_id, identity.user_id, limit, cursor)
-        except ValueError:  # only the cursor can be malformed here
+        except InvalidCursor:
             raise ApiError(422, "invalid_request", "The cursor is invalid",
                            {"fields": [{"field": "cursor", "message": "not a cursor this API returned"}]}) from None
         return SessionList(sessions=[SessionSummary(

@@ -16,7 +16,6 @@ import jwt
 from jwt.types import Options
 
 from broker.errors import AuthError, auth_error_from_jwt
-from broker.identity import Identity
 from broker.jwks import JwksCache
 from broker.keys import (
     HMAC_ALGORITHMS,
@@ -30,6 +29,7 @@ from broker.keys import (
     unverified_header,
 )
 from broker.runtime_token import RUNTIME_TOKEN_AUDIENCE, RUNTIME_TOKEN_TYP
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 
 _ROLE_SEPARATORS = re.compile(r"[\s,]+")

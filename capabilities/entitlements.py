@@ -21,8 +21,8 @@ from typing import Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from broker.identity import Identity
 from capabilities.registry import Capability
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import Store
 

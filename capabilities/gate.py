@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from broker.identity import Identity
 from capabilities.entitlements import ALLOWED, Decision, EntitlementProvider
 from capabilities.registry import Capability, Registry
 from capabilities.usage import UsageLimits
 from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import Store
 from workflows.model import Workflow

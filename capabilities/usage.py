@@ -26,8 +26,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from broker.identity import Identity
 from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import Store
 

@@ -9,12 +9,56 @@ class MozaiksError(Exception):
     """Base of every error the runtime raises on purpose."""
 
 
-class ChatNotFound(MozaiksError):
-    """No chat with this id for this app and user (another tenant's chat looks exactly like this)."""
+class NotFound(MozaiksError):
+    """Nothing with this id for this app and user (another tenant's looks exactly like a missing one)."""
+
+
+class ChatNotFound(NotFound):
+    """No chat with this id for this app and user."""
 
     def __init__(self, chat_id: str) -> None:
         super().__init__(f"chat {chat_id} not found")
         self.chat_id = chat_id
+
+
+class StoreError(MozaiksError):
+    """A store refused a call; the subclasses say why."""
+
+
+class StoreConfigError(StoreError):
+    """The store URL names no backend this runtime has, or the database's schema is newer than this code."""
+
+
+class ConflictError(StoreError):
+    """The write conflicts with what the store holds already."""
+
+
+class ChatExists(ConflictError):
+    """A chat with this id exists already."""
+
+
+class FencedError(ConflictError):
+    """A write by an owner whose epoch is older than the chat's current one."""
+
+
+class DuplicateMessageError(ConflictError):
+    """A client message id that this chat has already recorded."""
+
+
+class FanOutNotFound(NotFound):
+    """No fan-out with this id for this app and user."""
+
+    def __init__(self, fanout_id: str) -> None:
+        super().__init__(f"fan-out {fanout_id} not found")
+        self.fanout_id = fanout_id
+
+
+class InvalidWrite(StoreError):
+    """An append that does not continue the chat's log (a seq gap) or carries another chat's usage: a bug."""
+
+
+class InvalidCursor(StoreError):
+    """A page cursor this store did not hand out."""
 
 
 class InvalidClientMessage(MozaiksError):

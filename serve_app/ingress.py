@@ -16,7 +16,6 @@ from ray import serve
 
 from actors.directory import get_directory
 from broker.errors import AuthError
-from broker.identity import Identity
 from broker.runtime_token import RuntimeTokenVerifier
 from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
@@ -29,6 +28,7 @@ from mozaiks.protocol.broker_api import (
 )
 from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.errors import ApiError, unauthenticated
+from mozaiks.protocol.identity import Identity
 from serve_app.chatui import ChatUi
 from serve_app.errors import ERROR_RESPONSES, install_error_handlers
 from serve_app.limits import BodyLimit

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from broker.identity import Identity
 from capabilities import Capability, Decision, Gate, Registry, RegistryError, load_registry, provider_factory
 from capabilities.entitlements import ClaimsEntitlements, StoreSubscriptions
 from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.sqlite import SQLiteStore
 from workflows.loader import load_workflow

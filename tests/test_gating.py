@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from broker.identity import Identity
 from capabilities.usage import UsageLimits, counter_key, period_bounds
 from mozaiks.protocol.errors import ApiError
 from mozaiks.protocol.events import utc_now_iso
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store import ChatRecord, UsageRecord
 from mozaiks.store.sqlite import SQLiteStore

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.identity import Identity
 from capabilities.usage import UsageLimits
 from mozaiks.protocol.errors import ApiError
+from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeUsage

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from pymongo import AsyncMongoClient
 
+from mozaiks.errors import ChatExists, ChatNotFound, FanOutNotFound, InvalidCursor, InvalidWrite
 from mozaiks.store import (
     ChatRecord, DuplicateMessageError, FencedError, InstalledWorkflow, Store, StoredEvent, UsageRecord,
 )
@@ -140,7 +141,7 @@ async def test_create_and_get(store: Store) -> None:
 
 async def test_duplicate_chat_id_is_refused(store: Store) -> None:
     await store.create_chat(make_chat())
-    with pytest.raises(ValueError):
+    with pytest.raises(ChatExists):
         await store.create_chat(make_chat())
 
 
@@ -152,9 +153,9 @@ async def test_tenant_isolation(store: Store) -> None:
     assert before is not None
     for app_id, user_id in (("app-2", USER), (APP, "user-2")):
         assert await store.get_chat(app_id, user_id, "chat-1") is None
-        with pytest.raises(KeyError):
+        with pytest.raises(ChatNotFound):
             await store.claim(app_id, user_id, "chat-1")
-        with pytest.raises(KeyError):
+        with pytest.raises(ChatNotFound):
             await store.append(app_id, user_id, "chat-1", epoch, make_events(3, 1))
         assert await store.read_events(app_id, user_id, "chat-1") == []
         assert await store.list_chats(app_id, user_id) == ([], None)
@@ -177,7 +178,7 @@ async def test_idempotency_key_returns_the_same_chat(store: Store) -> None:
 async def test_claim_increments_the_epoch(store: Store) -> None:
     await store.create_chat(make_chat())
     assert [await store.claim(APP, USER, "chat-1") for _ in range(3)] == [1, 2, 3]
-    with pytest.raises(KeyError):
+    with pytest.raises(ChatNotFound):
         await store.claim(APP, USER, "missing")
 
 
@@ -208,7 +209,7 @@ async def test_append_refuses_gaps_and_writes_nothing(store: Store) -> None:
     assert before is not None
     bad_batches = [make_events(4, 1), make_events(2, 1), make_events(3, 1) + make_events(5, 1)]
     for batch in bad_batches:
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidWrite):
             await store.append(APP, USER, "chat-1", epoch, batch, snapshot={"x": 1}, client_message_id="m1",
                                usage=[make_usage()])
     await assert_nothing_written(store, before)
@@ -265,7 +266,7 @@ async def test_read_events_after_seq_and_limit(store: Store) -> None:
 async def test_append_refuses_usage_of_another_chat(store: Store) -> None:
     await store.create_chat(make_chat())
     epoch = await store.claim(APP, USER, "chat-1")
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidWrite):
         await store.append(APP, USER, "chat-1", epoch, make_events(1, 1), usage=[make_usage(chat_id="chat-9")])
 
 
@@ -290,7 +291,7 @@ async def test_list_chats_pages_newest_first(store: Store) -> None:
     assert seen == expected and pages == 4
     everything, cursor = await store.list_chats(APP, USER, limit=1000)
     assert len(everything) == 25 and cursor is None
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidCursor):
         await store.list_chats(APP, USER, cursor="not a cursor")
 
 
@@ -417,7 +418,7 @@ async def test_a_fanout_is_created_once_and_stays_scoped(store: Store) -> None:
     again = await store.create_fanout(make_fanout().model_copy(update={"journey_id": "other"}))
     assert again == created == await store.get_fanout(APP, USER, "fo-1")
     assert await store.get_fanout(APP, "user-2", "fo-1") is None
-    with pytest.raises(KeyError):
+    with pytest.raises(FanOutNotFound):
         await store.set_child_status(APP, "user-2", "fo-1", 0, "completed")
 
 

@@ -1,6 +1,7 @@
 """Durable state: chats, their event logs and snapshots, usage, counters, fan-outs, installed workflows.
 SQLite, PostgreSQL or MongoDB."""
 
+from mozaiks.errors import StoreConfigError
 from mozaiks.store.base import (
     ChatRecord, DuplicateMessageError, FencedError, InstalledWorkflow, Store, StoredEvent, UsageRecord,
 )
@@ -21,4 +22,4 @@ def open_store(url: str, *, single_chat: bool = False) -> Store:
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from mozaiks.store.mongo import MongoStore
         return MongoStore(url)
-    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")
+    raise StoreConfigError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from mozaiks.errors import InvalidCursor, InvalidWrite
 from mozaiks.store.base import InstalledWorkflow, StoredEvent, UsageRecord
 
 MAX_PAGE = 100
@@ -44,9 +45,9 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         created_at, chat_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise ValueError("invalid cursor") from exc
+        raise InvalidCursor("invalid cursor") from exc
     if not isinstance(created_at, str) or not isinstance(chat_id, str):
-        raise ValueError("invalid cursor")
+        raise InvalidCursor("invalid cursor")
     return created_at, chat_id
 
 
@@ -54,14 +55,14 @@ def check_seqs(chat_id: str, events: list[StoredEvent], last_seq: int) -> None:
     """The events must continue the log: last_seq+1, last_seq+2, … without gaps."""
     for offset, event in enumerate(events, start=1):
         if event.seq != last_seq + offset:
-            raise ValueError(f"chat {chat_id}: event seq {event.seq} does not follow {last_seq + offset - 1}")
+            raise InvalidWrite(f"chat {chat_id}: event seq {event.seq} does not follow {last_seq + offset - 1}")
 
 
 def check_usage(usage: list[UsageRecord], app_id: str, user_id: str, chat_id: str) -> None:
     """Usage written with a chat's append must be attributed to that chat, so totals stay honest."""
     for row in usage:
         if (row.app_id, row.user_id, row.chat_id) != (app_id, user_id, chat_id):
-            raise ValueError(f"usage row for {row.app_id}/{row.user_id}/{row.chat_id} appended to chat {chat_id}")
+            raise InvalidWrite(f"usage row for {row.app_id}/{row.user_id}/{row.chat_id} appended to chat {chat_id}")
 
 
 # The same in SQLite and PostgreSQL: text columns only, the maps as JSON text.

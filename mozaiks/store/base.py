@@ -12,15 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from mozaiks.errors import DuplicateMessageError, FencedError  # re-exported: what callers of append catch
+
 SCHEMA_VERSION = 3  # 2: fanouts, 3: installed_workflows
-
-
-class FencedError(Exception):
-    """A write by an owner whose epoch is older than the chat's current one."""
-
-
-class DuplicateMessageError(Exception):
-    """A client message id that this chat has already recorded."""
 
 
 class ChatRecord(BaseModel):
@@ -142,7 +136,7 @@ class Store(ABC):
     # -- ownership and the event log ------------------------------------------------------------
     @abstractmethod
     async def claim(self, app_id: str, user_id: str, chat_id: str) -> int:
-        """Take ownership: atomically increment and return the chat's epoch. Raises KeyError if absent."""
+        """Take ownership: atomically increment and return the chat's epoch. Raises ChatNotFound if absent."""
 
     @abstractmethod
     async def append(self, app_id: str, user_id: str, chat_id: str, epoch: int, events: list[StoredEvent],
@@ -153,7 +147,7 @@ class Store(ABC):
         the new snapshot/status/phase if given, the client message id if given, and usage rows.
 
         Raises FencedError when ``epoch`` is not the chat's current epoch, DuplicateMessageError
-        when ``client_message_id`` was recorded before (nothing is written then), KeyError when
+        when ``client_message_id`` was recorded before (nothing is written then), ChatNotFound when
         the chat is absent for this app+user.
         """
 
@@ -202,7 +196,7 @@ class Store(ABC):
                                only_from: tuple[ChildStatus, ...] = ("pending", "running")) -> tuple[bool, FanOutRecord]:
         """Atomically set one child's status (and result/error) if its status is in ``only_from``:
         of two racing writers exactly one changes it. Returns whether this call did, and the record
-        as stored after it. KeyError if the fan-out is absent for this app+user."""
+        as stored after it. FanOutNotFound if the fan-out is absent for this app+user."""
 
     # -- installed workflows (app-scoped) ---------------------------------------------------------
     @abstractmethod

@@ -34,6 +34,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
+from mozaiks.errors import ChatExists, ChatNotFound, ConflictError, FanOutNotFound
 from mozaiks.store._shared import (
     INSTALLED_COLUMNS, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor, installed_record,
     installed_row, normalize_ts, page_size, utc_now,
@@ -119,7 +120,7 @@ class MongoStore(Store):
                     _NO_IDEMPOTENCY_KEY)
                 if found is not None:
                     return _chat(found), False
-            raise ValueError(f"chat {record.chat_id} already exists") from exc
+            raise ChatExists(f"chat {record.chat_id} already exists") from exc
         return record, True
 
     async def get_chat(self, app_id: str, user_id: str, chat_id: str) -> ChatRecord | None:
@@ -152,7 +153,7 @@ class MongoStore(Store):
             _owned(app_id, user_id, chat_id), {"$inc": {"epoch": 1}}, {"epoch": True},
             return_document=ReturnDocument.AFTER)
         if doc is None:
-            raise KeyError(chat_id)
+            raise ChatNotFound(chat_id)
         return int(doc["epoch"])
 
     async def append(self, app_id: str, user_id: str, chat_id: str, epoch: int, events: list[StoredEvent],
@@ -276,7 +277,7 @@ class MongoStore(Store):
                                                "body": fanout.model_dump_json()})
         found = await self.get_fanout(fanout.app_id, fanout.user_id, fanout.fanout_id)
         if found is None:
-            raise ValueError(f"fan-out {fanout.fanout_id} belongs to another app or user")
+            raise ConflictError(f"fan-out {fanout.fanout_id} belongs to another app or user")
         return found
 
     async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
@@ -289,7 +290,7 @@ class MongoStore(Store):
         while True:
             doc = await self._db.fanouts.find_one(_owned(app_id, user_id, fanout_id))
             if doc is None:
-                raise KeyError(fanout_id)
+                raise FanOutNotFound(fanout_id)
             found = FanOutRecord.model_validate_json(doc["body"])
             changed = found.with_child(index, status, result, error, only_from)
             if changed is None:
@@ -325,7 +326,7 @@ class _Append:
         owned = _owned(self.app_id, self.user_id, chat_id)
         chat = await db.chats.find_one(owned, {"epoch": True, "last_seq": True}, session=session)
         if chat is None:
-            raise KeyError(chat_id)
+            raise ChatNotFound(chat_id)
         if chat["epoch"] != epoch:
             raise FencedError(f"chat {chat_id}: epoch {epoch} is stale (current {chat['epoch']})")
         last_seq = chat["last_seq"]
@@ -421,7 +422,7 @@ class _Append:
     async def _refusal(self, session: AsyncClientSession | None, owned: Doc) -> Exception:
         chat = await self.db.chats.find_one(owned, {"epoch": True, "last_seq": True}, session=session)
         if chat is None:
-            return KeyError(self.chat_id)
+            return ChatNotFound(self.chat_id)
         if chat["epoch"] != self.epoch:
             return FencedError(f"chat {self.chat_id}: epoch {self.epoch} is stale (current {chat['epoch']})")
-        return ValueError(f"chat {self.chat_id}: last_seq moved to {chat['last_seq']} during the append")
+        return ConflictError(f"chat {self.chat_id}: last_seq moved to {chat['last_seq']} during the append")

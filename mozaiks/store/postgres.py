@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from mozaiks.errors import ChatExists, ChatNotFound, ConflictError, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
     INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
     installed_record, installed_row, normalize_ts, page_size, utc_now,
@@ -141,7 +142,7 @@ class PostgresStore(Store):
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             found = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
             if found > SCHEMA_VERSION:
-                raise RuntimeError(f"database has schema version {found}; this code knows {SCHEMA_VERSION}")
+                raise StoreConfigError(f"database has schema version {found}; this code knows {SCHEMA_VERSION}")
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[version]:
                     await conn.execute(statement)
@@ -171,13 +172,13 @@ class PostgresStore(Store):
                     _dump(record.snapshot), _dump(record.context), record.tenant_id, record.schema_version,
                     idempotency_key)
             except asyncpg.UniqueViolationError as exc:
-                raise ValueError(f"chat {record.chat_id} already exists") from exc
+                raise ChatExists(f"chat {record.chat_id} already exists") from exc
             if row is None:
                 existing = await conn.fetchrow(
                     f"SELECT {_CHAT_COLUMNS} FROM chats WHERE app_id = $1 AND user_id = $2 AND idempotency_key = $3",
                     record.app_id, record.user_id, idempotency_key)
                 if existing is None:
-                    raise RuntimeError(f"chat {record.chat_id}: idempotency conflict without a row")
+                    raise ConflictError(f"chat {record.chat_id}: idempotency conflict without a row")
                 return _chat(existing), False
         return record, True
 
@@ -214,7 +215,7 @@ class PostgresStore(Store):
         epoch = await pool.fetchval(f"UPDATE chats SET epoch = epoch + 1 WHERE {_OWNED} RETURNING epoch",
                                     chat_id, app_id, user_id)
         if epoch is None:
-            raise KeyError(chat_id)
+            raise ChatNotFound(chat_id)
         return int(epoch)
 
     async def append(self, app_id: str, user_id: str, chat_id: str, epoch: int, events: list[StoredEvent],
@@ -230,7 +231,7 @@ class PostgresStore(Store):
             row = await conn.fetchrow(f"SELECT epoch, last_seq FROM chats WHERE {_OWNED} FOR UPDATE",
                                       chat_id, app_id, user_id)
             if row is None:
-                raise KeyError(chat_id)
+                raise ChatNotFound(chat_id)
             if row["epoch"] != epoch:
                 raise FencedError(f"chat {chat_id}: epoch {epoch} is stale (current {row['epoch']})")
             if client_message_id is not None:
@@ -330,7 +331,7 @@ class PostgresStore(Store):
                            fanout.model_dump_json())
         found = await self.get_fanout(fanout.app_id, fanout.user_id, fanout.fanout_id)
         if found is None:
-            raise ValueError(f"fan-out {fanout.fanout_id} belongs to another app or user")
+            raise ConflictError(f"fan-out {fanout.fanout_id} belongs to another app or user")
         return found
 
     async def get_fanout(self, app_id: str, user_id: str, fanout_id: str) -> FanOutRecord | None:
@@ -347,7 +348,7 @@ class PostgresStore(Store):
             body = await conn.fetchval("SELECT body FROM fanouts WHERE fanout_id = $1 AND app_id = $2 AND user_id = $3 "
                                        "FOR UPDATE", fanout_id, app_id, user_id)
             if body is None:
-                raise KeyError(fanout_id)
+                raise FanOutNotFound(fanout_id)
             found = FanOutRecord.model_validate_json(body)
             changed = found.with_child(index, status, result, error, only_from)
             if changed is None:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mozaiks.errors import ChatExists, ChatNotFound, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
     INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
     installed_record, installed_row, normalize_ts, page_size, utc_now,
@@ -195,7 +196,7 @@ class SQLiteStore(Store):
         def work(conn: sqlite3.Connection) -> None:
             found = conn.execute("PRAGMA user_version").fetchone()[0]
             if found > SCHEMA_VERSION:
-                raise RuntimeError(f"{self._path} has schema version {found}; this code knows {SCHEMA_VERSION}")
+                raise StoreConfigError(f"{self._path} has schema version {found}; this code knows {SCHEMA_VERSION}")
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -236,7 +237,7 @@ class SQLiteStore(Store):
                      _dump(record.snapshot), _dump(record.context), record.tenant_id, record.schema_version,
                      idempotency_key))
             except sqlite3.IntegrityError as exc:
-                raise ValueError(f"chat {record.chat_id} already exists") from exc
+                raise ChatExists(f"chat {record.chat_id} already exists") from exc
             return record, True
 
         return await self._write(work)
@@ -282,7 +283,7 @@ class SQLiteStore(Store):
             row = conn.execute(f"UPDATE chats SET epoch = epoch + 1 WHERE {_OWNED} RETURNING epoch",
                                (chat_id, app_id, user_id)).fetchone()
             if row is None:
-                raise KeyError(chat_id)
+                raise ChatNotFound(chat_id)
             return int(row[0])
 
         return await self._write(work)
@@ -300,7 +301,7 @@ class SQLiteStore(Store):
             row = conn.execute(f"SELECT epoch, last_seq FROM chats WHERE {_OWNED}",
                                (chat_id, app_id, user_id)).fetchone()
             if row is None:
-                raise KeyError(chat_id)
+                raise ChatNotFound(chat_id)
             if row["epoch"] != epoch:
                 raise FencedError(f"chat {chat_id}: epoch {epoch} is stale (current {row['epoch']})")
             if client_message_id is not None:
@@ -428,7 +429,7 @@ class SQLiteStore(Store):
         def work(conn: sqlite3.Connection) -> tuple[bool, FanOutRecord]:
             found = _fanout_row(conn, app_id, user_id, fanout_id)
             if found is None:
-                raise KeyError(fanout_id)
+                raise FanOutNotFound(fanout_id)
             changed = found.with_child(index, status, result, error, only_from)
             if changed is None:
                 return False, found

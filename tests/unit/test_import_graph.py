@@ -37,3 +37,10 @@ def test_no_import_cycle_among_the_runtime_modules() -> None:
 
     for module in graph:
         visit(module, [])
+
+
+def test_capabilities_and_the_broker_do_not_import_each_other() -> None:
+    """Both sit in the middle layer: what they share (Identity) lives below them, in mozaiks.protocol."""
+    for package, other in (("capabilities", "broker"), ("broker", "capabilities")):
+        for path in (ROOT / package).glob("*.py"):
+            assert not any(name.split(".")[0] == other for name in imports_of(path)), path
