@@ -59,7 +59,7 @@ class SessionEngine:
         self.timer = waits.WaitTimer(self._on_timeout)
         self.validation = ValidationBudget()
         self.tools = ToolPhase(self)
-        self.lifecycle = LifecycleHooks(self, self.tools.runner)
+        self.lifecycle = LifecycleHooks(self, self.tools)
         self.turn = AgentTurn(self, self.tools, self.lifecycle)
         self._drive_task: asyncio.Task[None] | None = None
 

@@ -19,7 +19,7 @@ from actors.commits import EventSpec
 from actors.routing import pre_route
 from actors.run_host import RunHost
 from actors.run_steps import new_id
-from actors.tool_phase import ToolRunner, outcome_response
+from actors.tool_phase import ToolPhase, outcome_response
 from actors.tool_tasks import ToolOutcome
 from mozaiks.protocol.events import ChatText, ToolCall
 from mozaiks.providers.base import ToolCallRequest
@@ -30,9 +30,9 @@ RUNTIME = "runtime"  # the agent of a chat-level lifecycle tool's events: no age
 
 
 class LifecycleHooks:
-    def __init__(self, host: RunHost, runner: ToolRunner) -> None:
+    def __init__(self, host: RunHost, tools: ToolPhase) -> None:
         self.host = host
-        self.runner = runner
+        self.tools = tools  # its runner, looked up per call: the one every tool of the chat goes through
 
     async def greet(self) -> None:
         """Show the workflow's `initial_message_to_user` once, when the chat is first opened."""
@@ -68,21 +68,33 @@ class LifecycleHooks:
         return await self._run("after_chat", None)
 
     async def _point(self, key: str, point: LifecyclePoint, agent: str | None) -> None:
-        if self.host.state.lifecycle_point == key:  # ran and committed before a restart
+        if self._passed(key, point):  # ran and committed before a restart
             return
         events = await self._run(point, agent)
         if events:
             self.host.state.lifecycle_point = key
             await self.host.commit(events)
 
+    def _passed(self, key: str, point: LifecyclePoint) -> bool:
+        mark = self.host.state.lifecycle_point or ""
+        if point == "before_chat":  # every other point of a run comes after it: any mark of the run
+            return mark.startswith(f"{self.host.state.run_id}:")
+        return mark == key
+
     async def _run(self, point: LifecyclePoint, agent: str | None) -> list[EventSpec]:
         hooks = [t for t in self.host.workflow.lifecycle_tools if t.runs_for(point, agent)]
         if not hooks:
             return []
         calls = [ToolCallRequest(id=new_id("call"), name=t.name, arguments={}) for t in hooks]
-        outcomes = await asyncio.gather(*(self.runner(t, c, None) for t, c in zip(hooks, calls)))
+        # A runner failure of its own is this tool's error: the run, often ending here, must end.
+        results = await asyncio.gather(*(self.tools.runner(t, c, None) for t, c in zip(hooks, calls)),
+                                       return_exceptions=True)
         events: list[EventSpec] = []
-        for hook, call, outcome in zip(hooks, calls, outcomes):  # in file order, whichever finished first
+        for hook, call, result in zip(hooks, calls, results):  # in file order, whichever finished first
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # a cancellation (or exit) is not the tool's failure
+            outcome = result if isinstance(result, ToolOutcome) else ToolOutcome(
+                status="error", error=f"lifecycle tool could not run: {type(result).__name__}: {result}")
             events += self._answered(point, agent or RUNTIME, hook, call, outcome)
         return events
 
