@@ -138,6 +138,8 @@ WARNED = [
     ("tools.yaml", "auto_invoke: false", "auto_invoke: true",
      "TripPlanner/tools.yaml: tools[0].auto_invoke: ignored: the model calls tools here"),
     ("ui_config.yaml", "- user\n", "- user\ntheme: dark\n", "TripPlanner/ui_config.yaml: theme: not used"),
+    ("structured_outputs.yaml", "ConciergeAgent: null", "ConciergeAgent: Itinerary",
+     "TripPlanner/tools.yaml: tools[2]: a UI_Tool of an agent with a structured output is not invoked by itself"),
 ]
 
 

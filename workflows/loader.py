@@ -240,7 +240,7 @@ def _load(folder: Path, base: Path) -> Workflow:
     if orchestrator is not None:
         orchestrator = _mozaiks_files(folder, base, orchestrator, collect, warnings)
         _mozaiks_orchestrator(orchestrator, orchestrator_doc.file, orchestrator_path, collect, warnings)
-    _mozaiks_sections(sections, tools, collect, warnings)
+    _mozaiks_sections(sections, tools, _structured_agents(agents, outputs), warnings)
     collect.raise_if_any()
     assert orchestrator is not None and outputs is not None
     # Past this point every item validated, so list positions match the `sections` paths.
@@ -322,14 +322,26 @@ def _mozaiks_orchestrator(orchestrator: OrchestratorConfig, file: str, path: str
                     "routes by handoffs.json only (DefaultPattern); write the speaking order as handoff rules")
 
 
-def _mozaiks_sections(sections: dict[str, _Items], tools: list[ToolSpec], collect: _Collector,
+def _structured_agents(agents: list[AgentConfig], outputs: StructuredOutputs | None) -> set[str]:
+    registry = outputs.registry if outputs is not None else {}
+    return {a.name for a in agents if a.structured_output or registry.get(a.name)}
+
+
+def _mozaiks_sections(sections: dict[str, _Items], tools: list[ToolSpec], structured: set[str],
                       warnings: list[Issue]) -> None:
     # Positions line up only when every item validated; otherwise the errors are reported first.
     if len(tools) == len(sections["tools"].raw):
-        for tool, where in zip(tools, sections["tools"].paths):
+        for tool, where, raw in zip(tools, sections["tools"].paths, sections["tools"].raw):
             if tool.auto_invoke:
                 warnings.append(Issue(sections["tools"].file, _join(where, "auto_invoke"), "ignored: the model "
                                       "calls tools here; a structured output does not invoke a tool by itself"))
+            elif (tool.auto_invoke is None and tool.kind == "ui_tool" and structured & set(tool.agents)
+                  and "tool_type" in raw):
+                # MozaiksAI's default (its spelling, tool_type): such a UI tool ran by itself after
+                # each structured output.
+                warnings.append(Issue(sections["tools"].file, where, "a UI_Tool of an agent with a structured "
+                                      "output is not invoked by itself here (MozaiksAI did, auto_invoke unset): "
+                                      "the model calls it like any tool; write auto_invoke: false to say so"))
 
 
 def _has_key(doc: _Doc | None, stem: str, key: str) -> bool:
