@@ -316,8 +316,7 @@ export class MozaiksChat extends LitElement {
       }
     } else if (event.type === "chat.run_complete" && event.data.status === "cancelled" && conv.sentWhileRunning.size) {
       // A message sent mid-run cancelled it: the workflow's double-text policy is "interrupt".
-      conv.timeline.apply(event);
-      conv.timeline.notice("Your new message interrupted the running turn.");
+      conv.timeline.apply(event, "Stopped: your new message interrupted the running turn.");
     } else {
       conv.timeline.apply(event);
     }

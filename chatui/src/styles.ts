@@ -88,7 +88,9 @@ export const styles = css`
   .main { flex: 1; display: flex; flex-direction: column; min-width: 0; }
   .log { flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px; }
   /* Off-screen entries skip layout and paint: a log of thousands stays cheap to render and scroll. */
-  .log > * { content-visibility: auto; contain-intrinsic-size: auto 44px; flex-shrink: 0; }
+  /* The newest entries are always laid out, so scrolling to the bottom lands on the real bottom. */
+  .log > * { flex-shrink: 0; }
+  .log > :nth-last-child(n + 31) { content-visibility: auto; contain-intrinsic-size: auto 44px; }
   .msg .md.deferred { white-space: pre-wrap; }
   .msg { max-width: 88%; padding: 8px 11px; border-radius: var(--_radius); background: var(--_surface);
          border: 1px solid var(--_border); overflow-wrap: anywhere; }
@@ -142,6 +144,7 @@ export const styles = css`
   .artifact .mount { flex: 1; overflow: auto; padding: 10px; }
   .banner { font-size: 12px; padding: 4px 10px; background: var(--_surface); color: var(--_muted); }
   .status-line { padding: 4px 12px; font-size: 12px; color: var(--_muted); border-top: 1px solid var(--_border); }
+  .status-line:empty { padding: 0; border-top: none; }
   .status-line[data-alert] { color: var(--_error); }
   form.composer { display: flex; gap: 6px; padding: 8px; border-top: 1px solid var(--_border); align-items: flex-end; }
   form.composer textarea { flex: 1; resize: none; min-height: 38px; max-height: 140px; padding: 8px;

@@ -148,7 +148,8 @@ export class Timeline {
     this.version++;
   }
 
-  apply(event: ServerEvent): void {
+  /** Fold one event in; `endLabel` overrides how a run's end is announced (the widget knows why). */
+  apply(event: ServerEvent, endLabel?: string): void {
     const d = event.data ?? {};
     switch (event.type) {
       case "chat_meta":
@@ -192,6 +193,8 @@ export class Timeline {
           item.content = d.content;  // the durable text replaces whatever was streamed
           item.streaming = false;
           item.agent = d.agent;
+          // The runtime took the user's own message while a run is going: it waits behind that run.
+          if (d.role === "user" && this.phase === "running") item.queued = true;
         } else {
           this.add({ kind: "message", key, agent: d.agent, role: d.role, content: d.content ?? "",
                      streaming: false, queued: d.role === "user" && this.phase === "running" });
@@ -308,7 +311,7 @@ export class Timeline {
         this.phase = "idle";
         const status = d.status as string;
         this.lastRun = status;
-        this.add({ kind: "notice", key: `r:${event.seq}`, text: RUN_END[status] ?? `Run ended: ${status}` });
+        this.add({ kind: "notice", key: `r:${event.seq}`, text: endLabel ?? RUN_END[status] ?? `Run ended: ${status}` });
         for (const item of this.items) {
           if (item.kind === "message") item.streaming = false;
           if (item.kind === "tool" && (item.status === "running" || item.status === "waiting")) item.status = "cancelled";

@@ -15,6 +15,7 @@ const CSS = `
   .actions textarea { flex-basis: 100%; min-height: 48px; font: inherit; }
   button { font: inherit; padding: 4px 12px; border-radius: 6px; border: 1px solid var(--border); cursor: pointer; }
   button.approve { background: var(--accent); color: #fff; border-color: var(--accent); }
+  button:disabled { opacity: 0.55; cursor: default; }
   .done { font-weight: 600; }
 `;
 

@@ -11,6 +11,8 @@ const CSS = `
   .actions { display: flex; gap: 6px; flex-wrap: wrap; }
   button { font: inherit; padding: 4px 12px; border-radius: 6px; border: 1px solid var(--border); cursor: pointer; }
   button.approve { background: var(--accent); color: #fff; border-color: var(--accent); }
+  button:disabled { opacity: 0.55; cursor: default; }
+  .row input, .row textarea { font-size: 13px; resize: vertical; }
 `;
 
 // Builds a node from a tag, its properties (values are set as DOM properties, so text stays text)
@@ -31,7 +33,7 @@ export default function mount(element, { props, respond, theme }) {
   const agents = (props.agents ?? []).map((agent, i) => {
     const agentName = make("input", { ariaLabel: `Agent ${i + 1} name` });
     agentName.value = agent.name ?? "";
-    const role = make("input", { ariaLabel: `Agent ${i + 1} role` });
+    const role = make("textarea", { ariaLabel: `Agent ${i + 1} role`, rows: 2 });
     role.value = agent.role ?? "";
     return { agentName, role, row: make("div", { className: "row" }, [agentName, role]) };
   });
