@@ -32,6 +32,7 @@ from actors.event_hub import EventHub
 from actors.handles import Attached, DirectoryHandle, Poll, SessionHandle, SessionStatus
 from actors.journeys import advance_journeys
 from mozaiks.protocol.client_messages import ChatCancel, ChatMessage, UiToolResponse, UserInputSubmit
+from mozaiks import logs
 from mozaiks.errors import ChatNotFound, StaleOwnerError
 from mozaiks.protocol.events import Ack, ChatMeta, ToolProgress
 from mozaiks.providers.registry import ProviderRegistry
@@ -91,6 +92,7 @@ class _Binding:
 @ray.remote(num_cpus=0, max_restarts=0)
 class ChatSession:
     def __init__(self, settings: Settings, directory: DirectoryHandle) -> None:
+        logs.configure(settings.log_format, settings.log_level)
         self.settings = settings
         self.directory = directory
         self.store = open_store(settings.resolved_store_url, single_chat=True)

@@ -43,7 +43,7 @@ from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
-from mozaiks import metrics
+from mozaiks import logs, metrics
 from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
@@ -79,6 +79,7 @@ class _Resident:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=100_000)
 class SessionDirectory:
     def __init__(self, settings: Settings) -> None:
+        logs.configure(settings.log_format, settings.log_level)
         self.settings = settings
         self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
                                       max_resident_sessions=settings.max_resident_sessions,

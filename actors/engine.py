@@ -28,7 +28,7 @@ from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
 from actors.triggers import ContextTriggers
 from actors.turn import AgentTurn
-from mozaiks import metrics
+from mozaiks import logs, metrics
 from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.providers.registry import ProviderRegistry
@@ -192,6 +192,8 @@ class SessionEngine:
     async def _drive(self) -> None:
         try:
             while self.steps.busy:
+                logs.bind(chat_id=self.chat.chat_id, app_id=self.chat.app_id, workflow=self.chat.workflow_name,
+                          run_id=self.state.run_id)
                 if self.steps.step == "tools":
                     await self.tools.finish()
                 else:

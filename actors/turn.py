@@ -11,7 +11,7 @@ from actors.lifecycle_hooks import LifecycleHooks
 from actors.run_host import RunHost
 from actors.run_steps import new_id
 from actors.tool_phase import ToolPhase
-from mozaiks import metrics
+from mozaiks import logs, metrics
 from mozaiks.protocol.events import SelectSpeaker, TextDelta
 from mozaiks.providers.base import ModelError, ModelReply
 from mozaiks.store.base import UsageRecord
@@ -27,6 +27,7 @@ class AgentTurn:
         h = self.host
         agent_name = h.state.agent
         assert agent_name is not None
+        logs.bind(agent=agent_name)
         if h.steps.turn_limit_reached(h.workflow.orchestrator.max_turns):
             return await h.finish("max_turns")
         if h.steps.consecutive_limit_reached(agent_name, h.workflow.agent(agent_name).max_consecutive_turns):

@@ -21,7 +21,7 @@ from broker.service import SessionBroker
 from broker.user_jwt import UserJwtVerifier
 from capabilities import Gate, load_registry, provider_factory
 from capabilities.installs import InstalledWorkflows, summary
-from mozaiks import metrics
+from mozaiks import logs, metrics
 from mozaiks.protocol.broker_api import (
     CancelRequest, CreateSessionRequest, RuntimeSessionRequest, RuntimeSessionResponse, SubscriptionRequest,
     WorkflowInstallRequest,
@@ -32,7 +32,6 @@ from mozaiks.protocol.identity import Identity
 from serve_app.chatui import ChatUi
 from serve_app.errors import ERROR_RESPONSES, install_error_handlers
 from serve_app.limits import BodyLimit
-from serve_app.logging_setup import configure_logging
 from serve_app.websocket import SocketSession
 from mozaiks.settings import Settings
 from mozaiks.store import Store, open_store
@@ -55,7 +54,7 @@ def _bearer(authorization: str | None) -> str:
 @serve.ingress(app)
 class MozaiksIngress:
     def __init__(self, settings: Settings) -> None:
-        configure_logging()
+        logs.configure(settings.log_format, settings.log_level)
         self.settings = settings
         # A Standalone runtime (no key to mint with) has no broker of its own to authenticate for.
         self.user_verifier = UserJwtVerifier(settings) if settings.mints_runtime_tokens else None

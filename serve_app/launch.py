@@ -16,7 +16,7 @@ from actors.directory import get_directory
 from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
 from serve_app.ingress import build_app
-from serve_app.logging_setup import configure_logging
+from mozaiks import logs
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
 
@@ -39,7 +39,7 @@ async def _init_store(url: str) -> None:
 def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: int | None = None,
                   resources: dict[str, float] | None = None) -> RuntimeInfo:
     """Start (or join, with ``address``) Ray, then deploy the app. Returns where it listens."""
-    configure_logging()
+    logs.configure(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         if address:

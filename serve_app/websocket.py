@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.handles import Attached, DirectoryHandle, SessionHandle
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenClaims, RuntimeTokenVerifier
-from mozaiks import metrics
+from mozaiks import logs, metrics
 from mozaiks.errors import ChatNotFound, InvalidClientMessage, SessionGone
 from mozaiks.protocol import client_messages as messages
 from mozaiks.protocol.client_messages import MAX_SEQ, parse_client_message
@@ -125,6 +125,7 @@ class SocketSession:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
+        logs.bind(chat_id=self.path["chat_id"], app_id=self.path["app_id"], workflow=self.path["workflow_name"])
         offered = [p.strip() for p in self.ws.scope.get("subprotocols", [])]
         await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         metrics.ws_open.add(1)
