@@ -8,11 +8,15 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import SecretStr
 
 from mozaiks.providers.base import ModelError, ModelMessage, ModelReply, ModelRequest, ToolCallRequest, ToolDefinition
 from mozaiks.providers.openai_provider import INVALID_JSON_KEY, OpenAIProvider
+from mozaiks.providers.registry import ProviderRegistry
+from mozaiks.settings import Settings
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeToolCall, FakeUsage
 from tests.fake_openai import fake_openai, fake_openai_factory  # noqa: F401  (fixtures)
+from workflows.model import ModelConfig
 
 MAX_RETRIES = 2
 
@@ -261,24 +265,29 @@ async def test_per_agent_overrides_are_sent(provider: OpenAIProvider, fake_opena
     assert reply.model == "gpt-agent"
 
 
-async def test_per_agent_endpoint_and_key(provider: OpenAIProvider, fake_openai: FakeOpenAI,
-                                          fake_openai_factory: Callable[[], FakeOpenAI],
+async def test_per_agent_endpoint_and_key(fake_openai: FakeOpenAI, fake_openai_factory: Callable[[], FakeOpenAI],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WRITER_LLM_KEY", "sk-writer")
     other = fake_openai_factory()
     other.enqueue(FakeResponse(text="from the other endpoint"))
-    model = {"base_url": other.base_url, "api_key_env": "WRITER_LLM_KEY"}
+    registry = ProviderRegistry(Settings(openai_base_url=fake_openai.base_url, openai_api_key=SecretStr("sk-test")))
+    model = ModelConfig(provider="openai", name="gpt-writer", base_url=other.base_url, api_key_env="WRITER_LLM_KEY")
 
-    reply = await complete(provider, request(model=model))
+    provider = registry.get(model)
+    try:
+        reply = await complete(provider, request(model=model.model_dump()))  # type: ignore[arg-type]
+    finally:
+        await provider.aclose()  # type: ignore[attr-defined]
 
     assert reply.text == "from the other endpoint"
     assert other.requests[0].headers["authorization"] == "Bearer sk-writer"
     assert fake_openai.requests == []
 
 
-async def test_missing_key_env_is_a_config_error(provider: OpenAIProvider) -> None:
+def test_missing_key_env_is_a_config_error(fake_openai: FakeOpenAI) -> None:
+    registry = ProviderRegistry(Settings(openai_base_url=fake_openai.base_url, openai_api_key=SecretStr("sk-test")))
     with pytest.raises(ModelError) as err:
-        await complete(provider, request(model={"api_key_env": "MOZAIKS_TEST_UNSET_KEY_VAR"}))
+        registry.get(ModelConfig(provider="openai", api_key_env="MOZAIKS_TEST_UNSET_KEY_VAR"))
 
     assert err.value.retryable is False and err.value.code == "missing_api_key"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -79,7 +78,7 @@ class OpenAIProvider(ModelProvider):
     def __init__(
         self,
         base_url: str | None,
-        api_key: str | None,
+        api_key: str,
         default_model: str,
         timeout_s: float,
         max_retries: int,
@@ -91,20 +90,20 @@ class OpenAIProvider(ModelProvider):
         self._timeout_s = timeout_s
         self._max_retries = max_retries
         self._backoff_base_s = backoff_base_s
-        # One client (one connection pool) per endpoint+key; the default one plus any per-agent overrides.
-        # Created lazily so a runtime that never calls OpenAI needs no key.
-        self._clients: dict[tuple[str | None, str], openai.AsyncOpenAI] = {}
+        # One endpoint and key per provider (the registry keeps one per agent endpoint), so one client
+        # (one connection pool), created on the first call.
+        self._client: openai.AsyncOpenAI | None = None
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pools."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        """Close the HTTP connection pool."""
+        client, self._client = self._client, None
+        if client is not None:
             await client.close()
 
     async def complete(self, request: ModelRequest, on_delta: DeltaCallback | None = None) -> ModelReply:
         """Streams one reply, retrying transient failures; ``duration_ms`` covers all attempts."""
         started = time.monotonic()
-        client = self._client_for(request.model)
+        client = self._connect()
         body = self._request_body(request)
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         failure: _Retryable | None = None
@@ -136,23 +135,11 @@ class OpenAIProvider(ModelProvider):
             f"model call failed after {self._max_retries + 1} attempts: {failure}", retryable=False, code=failure.code
         )
 
-    def _client_for(self, model_cfg: dict[str, Any]) -> openai.AsyncOpenAI:
-        base_url = model_cfg.get("base_url") or self._base_url
-        key_env = model_cfg.get("api_key_env")
-        if key_env:
-            api_key = os.environ.get(key_env)
-            if not api_key:
-                raise ModelError(f"environment variable {key_env} (api_key_env) is not set",
-                                 retryable=False, code="missing_api_key")
-        else:
-            api_key = self._api_key or os.environ.get("OPENAI_API_KEY")
-            if not api_key:
-                raise ModelError("no OpenAI API key configured", retryable=False, code="missing_api_key")
-        client = self._clients.get((base_url, api_key))
-        if client is None:
-            client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=self._timeout_s, max_retries=0)
-            self._clients[(base_url, api_key)] = client
-        return client
+    def _connect(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,
+                                              timeout=self._timeout_s, max_retries=0)
+        return self._client
 
     def _request_body(self, request: ModelRequest) -> dict[str, Any]:
         cfg = request.model

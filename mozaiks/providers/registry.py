@@ -17,17 +17,21 @@ class ProviderRegistry:
         self._openai: dict[tuple[str | None, str | None], ModelProvider] = {}
 
     def get(self, model: Any) -> ModelProvider:
+        """The provider for an agent's model: the one place its endpoint and API key are resolved."""
         if model.provider == "scripted":
             return self._scripted
         s = self._settings
         base_url = model.base_url or s.openai_base_url
-        key = (os.environ.get(model.api_key_env) if model.api_key_env else None) or (
-            s.openai_api_key.get_secret_value() if s.openai_api_key else None)
+        env_key = os.environ.get(model.api_key_env) if model.api_key_env else None
+        key = env_key or (s.openai_api_key.get_secret_value() if s.openai_api_key else None)
         if not key and not base_url:
             if model.fallback is not None:
                 return _Fallback(self.get(model.fallback), model.fallback)
             raise ModelError("No model endpoint configured: set MOZAIKS_OPENAI_API_KEY or MOZAIKS_OPENAI_BASE_URL",
                              retryable=False, code="model_not_configured")
+        if model.api_key_env and not env_key:  # named explicitly: the runtime's own key is not a stand-in
+            raise ModelError(f"environment variable {model.api_key_env} (api_key_env) is not set",
+                             retryable=False, code="missing_api_key")
         cache_key = (base_url, model.api_key_env)
         if cache_key not in self._openai:
             from mozaiks.providers.openai_provider import OpenAIProvider  # the SDK is heavy; scripted chats never load it
