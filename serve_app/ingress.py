@@ -29,6 +29,7 @@ from mozaiks.protocol.broker_api import (
 from mozaiks.protocol.client_messages import MAX_SEQ
 from mozaiks.protocol.errors import ApiError, unauthenticated
 from mozaiks.protocol.identity import Identity
+from serve_app.api_docs import ApiDocs
 from serve_app.chatui import ChatUi
 from serve_app.errors import ERROR_RESPONSES, install_error_handlers
 from serve_app.limits import BodyLimit
@@ -65,6 +66,7 @@ class MozaiksIngress:
         self.entitlements = provider_factory(settings.entitlement_provider)
         self.directory = get_directory(settings)
         self.chatui = ChatUi(settings, self.catalog, self.runtime_verifier)
+        self.api_docs = ApiDocs(settings)
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
         self._init_lock = asyncio.Lock()
@@ -212,6 +214,14 @@ class MozaiksIngress:
     @app.post("/api/mozaiks/dev/token", include_in_schema=False)
     async def dev_token(self, request: Request) -> dict[str, Any]:
         return self.chatui.dev_token(request)
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_docs_page(self) -> Response:
+        return self.api_docs.page()
+
+    @app.get("/api/docs/{asset}", include_in_schema=False)
+    async def api_docs_asset(self, asset: str) -> Response:
+        return self.api_docs.asset(asset)
 
     @app.get("/healthz")
     async def health(self) -> dict[str, str]:
