@@ -10,12 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 
+from actors.tool_tasks import ToolOutcome, _run_tool
 from mozaiks.client import BrokerClient
 from mozaiks.client.http import BrokerError
 from mozaiks.settings import Settings
 from tests.conftest import APP_ID, auth_header
 from tests.helpers import collect_until, of_type
+from workflows.installed import installed_root, version_of
+from workflows.tool_context import ToolContext
 
 
 def tool_workflow(name: str, tool_source: str | None = None) -> dict[str, str]:
@@ -212,3 +216,16 @@ async def test_a_workflow_that_is_not_a_generator_cannot_install_from_its_tools(
     assert "InstallRefused: forbidden: Workflow" in response["data"]["error"]
     assert (await http.get(f"/api/runtime/workflows/{target}", headers=service,
                            params={"app_id": APP_ID})).status_code == 404
+
+
+async def test_a_tool_task_on_a_node_without_the_folder_writes_it_from_the_shipped_files(runtime, tmp_path):
+    """A session ships an installed workflow's files with its tool tasks; a task whose node has no
+    folder for that version (here: a path that exists nowhere) writes one and runs the tool from it."""
+    name = unique("shipped")
+    files = tool_workflow(name)
+    ctx = ToolContext(chat_id="c", app_id=APP_ID, user_id="u", workflow_name=name)
+    raw = await _run_tool.remote(str(tmp_path / "elsewhere" / name), "stamp.py", "stamp", {"word": "far"}, ctx,
+                                 None, "call-1", "stamp", [ray.put(files)])
+    outcome = ToolOutcome.model_validate(raw)
+    assert (outcome.status, outcome.result) == ("ok", {"stamped": "FAR-from-installed-code"})
+    assert (installed_root() / version_of(name, files) / name / "tools" / "stamp.py").read_text() == files["tools/stamp.py"]
