@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from pydantic import ValidationError
 
 from actors.engine import SessionEngine
 from actors.handles import DirectoryHandle
-from mozaiks.protocol.events import JourneyChat, JourneyNext, utc_now_iso
+from mozaiks.protocol.events import JourneyChat, JourneyNext
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
 from workflows.pack import JOURNEY_CONTEXT_KEY, JourneyProgress, JourneyTag, PackGraph
@@ -81,11 +80,9 @@ async def _advance(engine: SessionEngine, progress: JourneyProgress, instance: s
 
 
 async def _create(store: Store, chat: ChatRecord, tag: JourneyTag, workflow_name: str) -> ChatRecord:
-    now = utc_now_iso()
     context = {k: v for k, v in chat.context.items() if k != JOURNEY_CONTEXT_KEY}
-    record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=chat.app_id, user_id=chat.user_id,
-                        workflow_name=workflow_name, created_at=now, updated_at=now, tenant_id=chat.tenant_id,
-                        context={**context, JOURNEY_CONTEXT_KEY: tag.model_dump()})
+    record = ChatRecord.new(chat.app_id, chat.user_id, workflow_name, {**context, JOURNEY_CONTEXT_KEY: tag.model_dump()},
+                            chat.tenant_id)
     # Idempotent: advancing the same step again finds the chats it created the first time.
     existing, _ = await store.create_chat(record, f"journey:{tag.instance}:{tag.step}:{workflow_name}")
     return existing

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -19,7 +18,7 @@ from mozaiks.protocol.broker_api import (
     SessionSummary, WorkflowInfo, WorkflowList,
 )
 from mozaiks.protocol.errors import ApiError, chat_not_found
-from mozaiks.protocol.events import envelope_of, utc_now_iso
+from mozaiks.protocol.events import envelope_of
 from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, Store
@@ -134,10 +133,7 @@ class SessionBroker:
                                {"fields": [{"field": "context.journey", "message": "reserved"}]})
             self._check_context(context)
             await self._check_prerequisites(app_id, user_id, workflow_name)
-            now = utc_now_iso()
-            record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=app_id, user_id=user_id,
-                                workflow_name=workflow_name, created_at=now, updated_at=now,
-                                context=context or {}, tenant_id=tenant_id)
+            record = ChatRecord.new(app_id, user_id, workflow_name, context or {}, tenant_id)
             chat, created = await self.store.create_chat(record, idempotency_key)
             # As payment APIs do: a key names one request; the same key with another body is a client bug.
             if not created and (chat.workflow_name != record.workflow_name or chat.context != record.context):

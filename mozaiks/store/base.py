@@ -7,12 +7,14 @@ its callers' care).
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mozaiks.errors import DuplicateMessageError, FencedError  # re-exported: what callers of append catch
+from mozaiks.protocol.events import utc_now_iso
 
 SCHEMA_VERSION = 3  # 2: fanouts, 3: installed_workflows
 
@@ -32,6 +34,14 @@ class ChatRecord(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)  # the broker request's context
     tenant_id: str | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, app_id: str, user_id: str, workflow_name: str, context: dict[str, Any],
+            tenant_id: str | None) -> ChatRecord:
+        """A chat to create: a fresh id, created and updated now."""
+        now = utc_now_iso()
+        return cls(chat_id=uuid.uuid4().hex, app_id=app_id, user_id=user_id, workflow_name=workflow_name,
+                   created_at=now, updated_at=now, context=context, tenant_id=tenant_id)
 
 
 class StoredEvent(BaseModel):
