@@ -11,6 +11,7 @@ from typing import Any
 from actors.commits import EventSpec
 from actors.history import History, for_agent
 from actors.routing import llm_targets, transfer_tool_name
+from actors.run_steps import new_id
 from actors.snapshot import SessionSnapshot
 from actors.triggers import ContextTriggers
 from mozaiks.protocol.events import ChatText
@@ -75,6 +76,21 @@ def split_transfers(workflow: Workflow, agent_name: str, reply: ModelReply,
         else:
             calls.append(call)
     return transfer, calls
+
+
+def auto_call(workflow: Workflow, agent_name: str, reply: ModelReply) -> ToolCallRequest | None:
+    """The runtime's own call of the agent's `auto_invoke` tool with its structured output: the
+    fields the tool takes, matched by name whatever the case or underscores (as MozaiksAI did)."""
+    tool = workflow.auto_tool_for(agent_name)
+    if tool is None or reply.structured is None:
+        return None
+    taken = {_plain(name): name for name in (tool.parameters or {}).get("properties", {})}
+    arguments = {taken[_plain(k)]: v for k, v in reply.structured.items() if _plain(k) in taken}
+    return ToolCallRequest(id=new_id("call"), name=tool.name, arguments=arguments)
+
+
+def _plain(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
 def structured_problem(schema: dict[str, Any], reply: ModelReply) -> str | None:

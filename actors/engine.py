@@ -149,7 +149,7 @@ class SessionEngine:
         if pending is None or pending.call_id != call_id:
             return await self._reject(message_id, "no_such_ui_tool")
         events = await self.tools.answer_ui(pending, response)
-        self.steps.enter("agent")
+        self.tools.leave_ui(pending.agent, pending.then_route)
         await self.commit(events, client_message_id=message_id)
         self._spawn_drive()
         return _ack(message_id, "accepted")
@@ -256,9 +256,9 @@ class SessionEngine:
         now = time.time()
         if self.state.pending_input and waits.due(self.state.pending_input.timeout_at, now):
             await self._input_timed_out(self.state.pending_input)
-        elif self.state.pending_ui and waits.due(self.state.pending_ui.timeout_at, now):
-            events = tool_phase.ui_answer(self.state.pending_ui, "timeout", None, "no response before the timeout")
-            self.steps.enter("agent")
+        elif (ui := self.state.pending_ui) and waits.due(ui.timeout_at, now):
+            events = tool_phase.ui_answer(ui, "timeout", None, "no response before the timeout")
+            self.tools.leave_ui(ui.agent, ui.then_route)
             await self.commit(events)
             self._spawn_drive()
 

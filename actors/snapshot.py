@@ -34,6 +34,7 @@ class PendingUi(BaseModel):
     timeout_at: float | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
     replay: bool = False  # a use_ui_tool function: run it again with the answer to get the result
+    then_route: bool = False  # an auto-invoked tool: once answered, the agent's turn ends
 
 
 class PendingTools(BaseModel):
@@ -41,6 +42,7 @@ class PendingTools(BaseModel):
     calls: list[ToolCallRequest]
     transfer: str | None = None  # an LLM handoff chosen in the same reply, applied after the tools
     ui_call: ToolCallRequest | None = None  # a UI tool of the same reply, opened once the tools are done
+    then_route: bool = False  # the runtime's own call of an auto-invoked tool: the turn ends after it
 
 
 class QueuedMessage(BaseModel):

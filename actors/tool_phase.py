@@ -125,7 +125,8 @@ class ToolPhase:
         self.resumed = False  # set on re-activation mid-tools: their calls may have run already
 
     async def dispatch(self, agent_name: str, message_id: str, calls: list[ToolCallRequest],
-                       transfer: str | None, events: list[EventSpec], usage_row: UsageRecord) -> None:
+                       transfer: str | None, events: list[EventSpec], usage_row: UsageRecord,
+                       then_route: bool = False) -> None:
         plan = plan_tools(agent_name, message_id, calls, self._specs(agent_name))
         events = events + plan.announced + plan.rejected
         if plan.rejected:
@@ -134,8 +135,8 @@ class ToolPhase:
                 await self.host.finish("failed", events=[error_event(agent_name, "tool_validation_failed",
                                                             "The model kept calling tools with invalid arguments")])
                 return
-        self.host.steps.enter("tools", tools=PendingTools(agent=agent_name, calls=plan.runnable,
-                                                          transfer=transfer, ui_call=plan.ui_call))
+        self.host.steps.enter("tools", tools=PendingTools(agent=agent_name, calls=plan.runnable, transfer=transfer,
+                                                          ui_call=plan.ui_call, then_route=then_route))
         await self.host.commit(events, usage=[usage_row])
 
     async def finish(self) -> None:
@@ -152,8 +153,8 @@ class ToolPhase:
         if self.host.state.cancel_after_turn:
             await self.host.finish("cancelled")
         elif pending.ui_call is not None:
-            await self._open_ui_wait(pending.agent, pending.ui_call, specs[pending.ui_call.name])
-        elif pending.transfer:
+            await self._open_ui_wait(pending.agent, pending.ui_call, specs[pending.ui_call.name], pending.then_route)
+        elif pending.transfer or pending.then_route:
             await self.host.end_turn(pending.agent, pending.transfer)
         else:
             self.host.steps.enter("agent")
@@ -174,7 +175,15 @@ class ToolPhase:
         return metrics.tool_call(chat, call.name, await run_tool(spec, self.host.workflow.path, call.arguments, ctx,
                                                                  self.host.self_handle, call.id))
 
-    async def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec) -> None:
+    def leave_ui(self, agent_name: str, then_route: bool) -> None:
+        """A UI tool's wait is over: its agent speaks again, or, for an auto-invoked one, its turn
+        ends — through an empty tool step, so the routing happens in the loop after this commit."""
+        if then_route:
+            self.host.steps.enter("tools", tools=PendingTools(agent=agent_name, calls=[], then_route=True))
+        else:
+            self.host.steps.enter("agent")
+
+    async def _open_ui_wait(self, agent_name: str, call: ToolCallRequest, spec: ToolSpec, then_route: bool) -> None:
         assert spec.ui is not None
         props: dict[str, Any] = dict(call.arguments)
         replay = False
@@ -182,23 +191,23 @@ class ToolPhase:
             outcome = await self.runner(spec, call, None)
             if outcome.status != "ok" or not isinstance(outcome.result, dict):
                 error = outcome.error or f"the props function returned {type(outcome.result).__name__}, not a dict"
-                return await self._props_failed(agent_name, call, error)
+                return await self._props_failed(agent_name, call, error, then_route)
             props, replay = outcome.result, outcome.ui_requested
         timeout = spec.timeout_s
         self.host.steps.enter("ui", ui=PendingUi(call_id=call.id, name=call.name, agent=agent_name,
                                                  component=spec.ui.component, display=spec.ui.display,
                                                  props=props, timeout_at=waits.deadline_at(timeout),
-                                                 arguments=call.arguments, replay=replay))
+                                                 arguments=call.arguments, replay=replay, then_route=then_route))
         await self.host.commit([(agent_name, ToolCall(
             call_id=call.id, name=call.name, agent=agent_name, arguments=call.arguments, kind="ui_tool",
             awaiting_response=True, component=spec.ui.component, display=spec.ui.display, props=props,
             timeout_s=timeout))])
         self.host.timer.arm(waits.open_deadline(self.host.state))
 
-    async def _props_failed(self, agent_name: str, call: ToolCallRequest, error: str) -> None:
+    async def _props_failed(self, agent_name: str, call: ToolCallRequest, error: str, then_route: bool) -> None:
         """No props, no component: the failure goes back to the model like any tool error."""
         log.warning("chat %s: UI tool %s could not prepare its props: %s", self.host.chat.chat_id, call.name, error)
-        self.host.steps.enter("agent")
+        self.leave_ui(agent_name, then_route)
         await self.host.commit([
             (agent_name, ToolCall(call_id=call.id, name=call.name, agent=agent_name, arguments=call.arguments,
                                   kind="ui_tool", awaiting_response=False)),

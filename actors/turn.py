@@ -49,6 +49,8 @@ class AgentTurn:
         problem = agent_turn.structured_problem(schema[1], reply) if schema and checked else None
         if schema and problem:
             return await self._reject_structured(agent_name, schema[0], problem, events, usage_row)
+        if schema and not tool_calls and (auto := agent_turn.auto_call(h.workflow, agent_name, reply)):
+            return await self.tools.dispatch(agent_name, message_id, [auto], transfer, events, usage_row, then_route=True)
         if tool_calls:
             return await self.tools.dispatch(agent_name, message_id, tool_calls, transfer, events, usage_row)
         await h.commit(events, usage=[usage_row])

@@ -136,10 +136,8 @@ def test_what_this_runtime_cannot_honour_is_refused_at_load(tmp_path: Path, file
 
 WARNED = [
     ("tools.yaml", "auto_invoke: false", "auto_invoke: true",
-     "TripPlanner/tools.yaml: tools[0].auto_invoke: ignored: the model calls tools here"),
+     "TripPlanner/tools.yaml: tools[0].auto_invoke: never invoked by itself: none of its agents has a structured"),
     ("ui_config.yaml", "- user\n", "- user\ntheme: dark\n", "TripPlanner/ui_config.yaml: theme: not used"),
-    ("structured_outputs.yaml", "ConciergeAgent: null", "ConciergeAgent: Itinerary",
-     "TripPlanner/tools.yaml: tools[2]: a UI_Tool of an agent with a structured output is not invoked by itself"),
 ]
 
 
@@ -148,6 +146,14 @@ def test_what_loads_with_another_meaning_is_warned(tmp_path: Path, file: str, ol
                                                    message: str) -> None:
     workflow = load_workflow(_variant(tmp_path, file, old, new))
     assert [w for w in workflow.warnings if message in w], workflow.warnings
+
+
+def test_a_ui_tool_of_an_agent_with_a_structured_output_runs_after_it_unless_told_not_to(tmp_path: Path) -> None:
+    folder = _variant(tmp_path, "structured_outputs.yaml", "ConciergeAgent: null", "ConciergeAgent: Itinerary")
+    assert load_workflow(folder).auto_tool_for("ConciergeAgent").name == "confirm_booking"  # MozaiksAI's default
+    tools = folder / "tools.yaml"
+    tools.write_text(tools.read_text().replace("tool_type: UI_Tool", "tool_type: UI_Tool\n  auto_invoke: false"))
+    assert load_workflow(folder).auto_tool_for("ConciergeAgent") is None
 
 
 def _validate(*args: str) -> subprocess.CompletedProcess[str]:

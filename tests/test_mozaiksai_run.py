@@ -65,11 +65,20 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     schema = structured_request["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["stops"]["items"]["properties"]["kind"] == {"enum": ["city", "beach", "mountains"]}
     offered = {t["function"]["name"]: t["function"]["description"] for t in structured_request.get("tools", [])}
-    assert offered == {"transfer_to_ConciergeAgent": "The itinerary is ready to be booked",
+    assert offered == {"save_itinerary": "Keeps the itinerary the planner settled on.",
+                       "transfer_to_ConciergeAgent": "The itinerary is ready to be booked",
                        "transfer_to_user": "The traveller must choose between options"}
     planned = next(e["data"] for e in of_type(events, "chat.text") if "structured_output" in e["data"])
     assert planned["structured_output"] == itinerary
     assert planned["visibility"] == "trace"  # ui_config.yaml's visual_agents leaves ItineraryAgent out
+    # auto_invoke: the runtime called save_itinerary with the output's fields the tool takes (`Stops`
+    # matched to `stops`), then the turn went on to its handoff without another model call
+    saved = next(e["data"] for e in of_type(events, "chat.tool_call") if e["data"]["name"] == "save_itinerary")
+    assert saved["agent"] == "ItineraryAgent" and saved["message_id"] == planned["message_id"]
+    assert saved["arguments"] == {"title": "Lisbon", "Stops": itinerary["stops"]}
+    saved_answer = next(e["data"] for e in of_type(events, "chat.tool_response") if e["data"]["call_id"] == saved["call_id"])
+    assert saved_answer["status"] == "ok" and saved_answer["result"] == {"saved": "Lisbon", "stops": ["Lisbon"]}
+    assert len(fake_model.requests) == 3
 
     # the user's answer goes where the user-sourced expression says (destination known →
     # ConciergeAgent), not back to ItineraryAgent, which asked; the user-sourced llm rule is offered
@@ -83,6 +92,8 @@ async def test_trip_planner_runs_as_written(broker_for, workflows_dir: Path, fak
     assert offered["transfer_to_ItineraryAgent"] == "The traveller wants to change the itinerary"
     assert next(e["data"] for e in of_type(events, "chat.text") if "structured_output" in e["data"])[
         "structured_output"] == with_porto
+    assert [e["data"]["result"] for e in of_type(events, "chat.tool_response")] == [
+        {"saved": "Lisbon", "stops": ["Lisbon", "Porto"]}]
 
     request = of_type(events, "chat.input_request")[-1]["data"]
     assert (await conn.say("Book it", input_request_id=request["request_id"]))["status"] == "accepted"

@@ -240,7 +240,7 @@ def _load(folder: Path, base: Path) -> Workflow:
     if orchestrator is not None:
         orchestrator = _mozaiks_files(folder, base, orchestrator, collect, warnings)
         _mozaiks_orchestrator(orchestrator, orchestrator_doc.file, orchestrator_path, collect, warnings)
-    _mozaiks_sections(sections, tools, _structured_agents(agents, outputs), warnings)
+    tools = _mozaiks_sections(sections, tools, agents, outputs, warnings)
     collect.raise_if_any()
     assert orchestrator is not None and outputs is not None
     # Past this point every item validated, so list positions match the `sections` paths.
@@ -322,26 +322,24 @@ def _mozaiks_orchestrator(orchestrator: OrchestratorConfig, file: str, path: str
                     "routes by handoffs.json only (DefaultPattern); write the speaking order as handoff rules")
 
 
-def _structured_agents(agents: list[AgentConfig], outputs: StructuredOutputs | None) -> set[str]:
+def _mozaiks_sections(sections: dict[str, _Items], tools: list[ToolSpec], agents: list[AgentConfig],
+                      outputs: StructuredOutputs | None, warnings: list[Issue]) -> list[ToolSpec]:
+    """The tools with MozaiksAI's auto-invocation default applied."""
+    if len(tools) != len(sections["tools"].raw):
+        return tools  # positions line up only when every item validated; the errors come first
     registry = outputs.registry if outputs is not None else {}
-    return {a.name for a in agents if a.structured_output or registry.get(a.name)}
-
-
-def _mozaiks_sections(sections: dict[str, _Items], tools: list[ToolSpec], structured: set[str],
-                      warnings: list[Issue]) -> None:
-    # Positions line up only when every item validated; otherwise the errors are reported first.
-    if len(tools) == len(sections["tools"].raw):
-        for tool, where, raw in zip(tools, sections["tools"].paths, sections["tools"].raw):
-            if tool.auto_invoke:
-                warnings.append(Issue(sections["tools"].file, _join(where, "auto_invoke"), "ignored: the model "
-                                      "calls tools here; a structured output does not invoke a tool by itself"))
-            elif (tool.auto_invoke is None and tool.kind == "ui_tool" and structured & set(tool.agents)
-                  and "tool_type" in raw):
-                # MozaiksAI's default (its spelling, tool_type): such a UI tool ran by itself after
-                # each structured output.
-                warnings.append(Issue(sections["tools"].file, where, "a UI_Tool of an agent with a structured "
-                                      "output is not invoked by itself here (MozaiksAI did, auto_invoke unset): "
-                                      "the model calls it like any tool; write auto_invoke: false to say so"))
+    applied = []
+    for tool, where, raw in zip(tools, sections["tools"].paths, sections["tools"].raw):
+        takes_output = any((a.structured_output or registry.get(a.name))
+                           and (a.name in tool.agents or tool.name in a.tools) for a in agents)
+        if tool.auto_invoke is None and tool.kind == "ui_tool" and takes_output and "tool_type" in raw:
+            # MozaiksAI (its spelling, tool_type) ran such a UI tool after each structured output.
+            tool = tool.model_copy(update={"auto_invoke": True})
+        elif tool.auto_invoke and not takes_output:
+            warnings.append(Issue(sections["tools"].file, _join(where, "auto_invoke"), "never invoked by itself: "
+                                  "none of its agents has a structured output"))
+        applied.append(tool)
+    return applied
 
 
 def _has_key(doc: _Doc | None, stem: str, key: str) -> bool:

@@ -227,7 +227,8 @@ class ToolSpec(FormatModel):
     ui: UiSpec | None = Field(None, validate_default=True)
     execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     timeout_s: float | None = Field(None, gt=0)  # how long a UI tool waits for the user
-    auto_invoke: bool | None = None  # MozaiksAI's structured-output auto-tool switch: reported, not run
+    # Called by the runtime with the agent's structured output as arguments, after each valid one.
+    auto_invoke: bool | None = Field(None, validation_alias=AliasChoices("auto_invoke", "auto_tool_call"))
 
     @field_validator("file", mode="before")
     @classmethod
@@ -519,6 +520,10 @@ class Workflow(FormatModel):
             if tool.name in listed and tool.name not in chosen:
                 chosen[tool.name] = tool
         return [t for t in self.tools if chosen.get(t.name) is t]
+
+    def auto_tool_for(self, agent_name: str) -> ToolSpec | None:
+        """The tool the runtime calls with this agent's structured output (`auto_invoke`)."""
+        return next((t for t in self.tools_for(agent_name) if t.auto_invoke), None)
 
     def model_for(self, agent_name: str) -> ModelConfig | None:
         """The agent's model, else the workflow default; None means the runtime's global default."""
