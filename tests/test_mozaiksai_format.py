@@ -171,7 +171,7 @@ def test_validate_reports_every_folder_and_fails_if_any_is_refused(tmp_path: Pat
     done = _validate(str(tmp_path))
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
-    assert "ok TripPlanner: 3 agents, 3 tools" in out
+    assert "ok TripPlanner: 3 agents, 4 tools" in out
     assert "refused Planner2" in out
     assert "Planner2/orchestrator.yaml: orchestration_pattern: 'AutoPattern' is not supported" in out
     assert "1 of 2 refused" in out
