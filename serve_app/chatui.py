@@ -9,9 +9,9 @@ endpoint exists only in local mode and only answers loopback callers of a loopba
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Request
@@ -22,7 +22,7 @@ from broker.keys import dev_token
 from broker.runtime_token import RuntimeTokenVerifier
 from mozaiks.protocol.errors import ApiError, unauthenticated
 from mozaiks.settings import Settings
-from workflows.catalog import WorkflowCatalog
+from workflows.model import Workflow
 
 DEV_USER = "local-dev"
 DEV_TOKEN_TTL_S = 3600
@@ -69,10 +69,14 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
+# A chat's workflow by (app_id, name): the workflows directory's, or one the app installed.
+WorkflowLookup = Callable[[str, str], Awaitable[Workflow]]
+
+
 class ChatUi:
-    def __init__(self, settings: Settings, catalog: WorkflowCatalog, verifier: RuntimeTokenVerifier) -> None:
+    def __init__(self, settings: Settings, workflow_of: WorkflowLookup, verifier: RuntimeTokenVerifier) -> None:
         self.settings = settings
-        self.catalog = catalog
+        self.workflow_of = workflow_of
         self.verifier = verifier
         self.dist = settings.chatui_dist
 
@@ -107,7 +111,7 @@ class ChatUi:
             # Same answer as for a missing component: a token never learns what another workflow ships.
             raise ApiError(404, "not_found", f"No component {name!r} for this chat's workflow")
         try:
-            folder = await asyncio.to_thread(lambda: self.catalog.get(workflow_name).path)
+            folder = (await self.workflow_of(claims.app_id, workflow_name)).path
         except Exception:
             raise ApiError(404, "not_found", f"No component {name!r} for this chat's workflow") from None
         path = Path(folder) / "components" / f"{name}.js"

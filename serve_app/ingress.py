@@ -37,6 +37,7 @@ from serve_app.websocket import SocketSession
 from mozaiks.settings import Settings
 from mozaiks.store import Store, open_store
 from workflows.catalog import WorkflowCatalog
+from workflows.model import Workflow
 
 app = FastAPI(title="mozaiks runtime", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
               responses=ERROR_RESPONSES)
@@ -65,7 +66,7 @@ class MozaiksIngress:
         self.registry = load_registry(settings.capabilities_file, self.catalog.names())
         self.entitlements = provider_factory(settings.entitlement_provider)
         self.directory = get_directory(settings)
-        self.chatui = ChatUi(settings, self.catalog, self.runtime_verifier)
+        self.chatui = ChatUi(settings, self.workflow_of, self.runtime_verifier)
         self.api_docs = ApiDocs(settings)
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
@@ -88,6 +89,9 @@ class MozaiksIngress:
                     workflows = InstalledWorkflows(self.settings, self.catalog, store)
                     self._broker = SessionBroker(self.settings, store, workflows, self.directory, gate=gate)
         return self._broker
+
+    async def workflow_of(self, app_id: str, name: str) -> Workflow:
+        return await (await self.broker()).workflows.get(app_id, name)
 
     async def identity(self, authorization: str | None) -> Identity:
         if self.user_verifier is None:

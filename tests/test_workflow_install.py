@@ -229,3 +229,16 @@ async def test_a_tool_task_on_a_node_without_the_folder_writes_it_from_the_shipp
     outcome = ToolOutcome.model_validate(raw)
     assert (outcome.status, outcome.result) == ("ok", {"stamped": "FAR-from-installed-code"})
     assert (installed_root() / version_of(name, files) / name / "tools" / "stamp.py").read_text() == files["tools/stamp.py"]
+
+
+async def test_an_installed_workflows_component_is_served_to_its_chats_token(http, service, broker_for):
+    name = unique("with_component")
+    files = {**tool_workflow(name), "components/Stamp.js": "export default function Stamp() { return null; }\n"}
+    assert (await install(http, service, name, files, capability={"gated": False})).status_code == 201
+    session = await broker_for("cora").create_session(name)
+    path = f"/api/mozaiks/workflows/{name}/components/Stamp.js"
+    served = await http.get(path, headers={"Authorization": f"Bearer {session.runtime_token}"})
+    assert (served.status_code, served.text) == (200, files["components/Stamp.js"])
+    other = await broker_for("cora").create_session("hello")  # a token of another workflow learns nothing
+    refused = await http.get(path, headers={"Authorization": f"Bearer {other.runtime_token}"})
+    assert refused.status_code == 404
