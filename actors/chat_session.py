@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from actors import children, waits
 from actors.commits import stored_wire
 from actors.engine import SessionEngine
 from actors.event_hub import EventHub
@@ -82,11 +83,14 @@ class _Binding:
         stays open on the ingress and follows the chat through the directory)."""
         return self.in_flight == 0 and self.engine.settled()
 
+    def release_soon(self) -> None:
+        """Passivate as soon as nothing runs, without waiting out the idle timeout."""
+        self.idle_timeout_s = 0.0
+        self.nudge.set()
+
     def wake_at(self) -> float | None:
         """When a durable wait of this chat times out (epoch seconds): the chat must be resident then."""
-        state = self.engine.state
-        wait = state.pending_input or state.pending_ui
-        return wait.timeout_at if wait is not None else None
+        return waits.open_deadline(self.engine.state)
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -133,8 +137,15 @@ class ChatSession:
         assert chat is not None
         workflow = await self.workflows.get(chat.app_id, chat.workflow_name)
         hub = EventHub()
+        binding: _Binding
+
+        async def on_run_end(status: str) -> None:
+            await advance_journeys(engine, self.catalog, status)
+            if await children.report_to_parent(engine, status):
+                binding.release_soon()  # a child that ended gives its process back at once
+
         engine = SessionEngine(self.settings, self.store, workflow, chat, epoch, hub, self.providers, self.handle,
-                               on_run_end=lambda status: advance_journeys(engine, self.catalog, status))
+                               on_run_end=on_run_end, workflows=self.workflows)
         binding = _Binding(engine, hub, idle_timeout_s)
         self.binding = binding
         try:
@@ -183,6 +194,7 @@ class ChatSession:
         while self.binding is binding:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(binding.nudge.wait(), tick)
+            binding.nudge.clear()
             if binding.engine.stale:
                 await self._retire(binding)
                 return
@@ -272,6 +284,25 @@ class ChatSession:
         """Start an AgentDriven chat that nobody has opened yet (a journey's next step)."""
         with self._serving(chat_id) as binding:
             await binding.engine.on_attach()
+
+    async def start_child(self, chat_id: str, seed_id: str, text: str | None) -> None:
+        """Start a fan-out's child chat (actors/children.py) unless it started already: with its
+        seed message (whose id makes a racing second start a duplicate), or, without one, as its
+        AgentDriven workflow starts."""
+        with self._serving(chat_id) as binding:
+            engine = binding.engine
+            if engine.state.runs_started:  # the seed would otherwise answer the child's own questions
+                return
+            if text is None:
+                await engine.on_attach()
+                return
+            with contextlib.suppress(DuplicateMessageError):
+                await engine.submit_text(seed_id, text, None)
+
+    async def children_changed(self, chat_id: str) -> None:
+        """One of this chat's children ended (its outcome is in the store)."""
+        with self._serving(chat_id) as binding:
+            await children.advance(binding.engine)
 
     async def tool_progress(self, chat_id: str, call_id: str, name: str, fraction: float, message: str) -> None:
         binding = self.binding

@@ -15,14 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from actors import tool_phase, usage, waits
+from actors import children, tool_phase, usage, waits
 from actors.commits import Committer, EventSpec, SessionState, error_event
 from actors.event_hub import EventHub
 from actors.handles import SessionHandle
 from actors.history import History
 from actors.lifecycle_hooks import LifecycleHooks
 from actors.routing import TERMINATE, USER, after_user, route
-from actors.run_host import ValidationBudget
+from actors.run_host import ValidationBudget, WorkflowSource
 from actors.run_steps import CHAT_STATUS_OF_RUN, PHASE_OF_STEP, RunSteps, new_id
 from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
@@ -42,8 +42,10 @@ log = logging.getLogger("mozaiks.session")
 class SessionEngine:
     def __init__(self, settings: Settings, store: Store, workflow: Workflow, chat: ChatRecord,
                  epoch: int, hub: EventHub, providers: ProviderRegistry, self_handle: SessionHandle | None,
-                 on_run_end: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 on_run_end: Callable[[str], Awaitable[None]] | None = None,
+                 workflows: WorkflowSource | None = None) -> None:
         self.settings, self.store, self.workflow, self.chat = settings, store, workflow, chat
+        self.workflows = workflows
         self.hub, self.providers, self.self_handle = hub, providers, self_handle
         self.on_run_end = on_run_end  # journeys advance here, after the run's end is durable
         self.state = SessionSnapshot.model_validate(chat.snapshot) if chat.snapshot else SessionSnapshot()
@@ -62,6 +64,8 @@ class SessionEngine:
         self.lifecycle = LifecycleHooks(self, self.tools)
         self.turn = AgentTurn(self, self.tools, self.lifecycle)
         self._drive_task: asyncio.Task[None] | None = None
+        self.children_lock = asyncio.Lock()
+        self._children_task: asyncio.Task[None] | None = None
 
     @property
     def stale(self) -> bool:
@@ -85,7 +89,9 @@ class SessionEngine:
         if self.steps.busy:
             # Tool calls the previous owner had started may or may not have run.
             self.tools.resumed = self.steps.step == "tools"
-            self._spawn_drive()
+            self.spawn_drive()
+        elif self.steps.step == "children":  # off the activation's path: it may start children
+            self._children_task = asyncio.create_task(children.advance(self, resumed=True))
         elif self.steps.step == "idle" and self.state.queue and self.status == "active":
             await self._start_run(self.state.queue.pop(0))
         self.timer.arm(waits.open_deadline(self.state))
@@ -114,7 +120,7 @@ class SessionEngine:
             self._answer_input(pending, text)
             await self.commit([user_event, (pending.agent, ev.InputAck(request_id=pending.request_id))],
                               client_message_id=message_id)
-            self._spawn_drive()
+            self.spawn_drive()
             return _ack(message_id, "accepted")
         if input_request_id:
             return await self._reject(message_id, "no_open_input_request")
@@ -151,7 +157,7 @@ class SessionEngine:
         events = await self.tools.answer_ui(pending, response)
         self.tools.leave_ui(pending.agent, pending.then_route)
         await self.commit(events, client_message_id=message_id)
-        self._spawn_drive()
+        self.spawn_drive()
         return _ack(message_id, "accepted")
 
     async def cancel(self, mode: str) -> bool:
@@ -168,7 +174,10 @@ class SessionEngine:
                 await task
             except asyncio.CancelledError:
                 pass
-        if self.steps.step != "idle":  # waiting runs have no task to cancel
+        if self.steps.step == "children":
+            async with self.children_lock:
+                await self.finish("cancelled", events=await children.cancel_children(self))
+        elif self.steps.step != "idle":  # waiting runs have no task to cancel
             ui = self.state.pending_ui
             await self.finish("cancelled", events=tool_phase.ui_answer(ui, "cancelled", None, "run cancelled")
                                if ui else [])
@@ -183,9 +192,9 @@ class SessionEngine:
         run_id = self.steps.start_run(agent)
         self.status = "active"
         await self.commit([(agent, ev.RunStart(run_id=run_id, agent=agent))])
-        self._spawn_drive()
+        self.spawn_drive()
 
-    def _spawn_drive(self) -> None:
+    def spawn_drive(self) -> None:
         if self._drive_task is None or self._drive_task.done():
             self._drive_task = asyncio.create_task(self._drive())
 
@@ -260,7 +269,9 @@ class SessionEngine:
             events = tool_phase.ui_answer(ui, "timeout", None, "no response before the timeout")
             self.tools.leave_ui(ui.agent, ui.then_route)
             await self.commit(events)
-            self._spawn_drive()
+            self.spawn_drive()
+        elif self.state.pending_children and waits.due(self.state.pending_children.timeout_at, now):
+            await children.timed_out(self)
 
     async def _input_timed_out(self, pending: PendingInput) -> None:
         policy = self.workflow.orchestrator.on_input_timeout
@@ -268,7 +279,7 @@ class SessionEngine:
         if policy == "continue":
             self.steps.enter("agent", agent=pending.resume_agent)
             await self.commit([notice])
-            self._spawn_drive()
+            self.spawn_drive()
         elif policy == "complete":
             await self.finish("completed", events=[notice])
         else:
@@ -278,13 +289,15 @@ class SessionEngine:
     def settled(self) -> bool:
         """Waiting on nobody but the user, with no step or commit in flight: everything this
         session knows is in the store, so it may passivate."""
-        return (self.steps.step in ("idle", "input", "ui") and not self.committer.lock.locked()
-                and (self._drive_task is None or self._drive_task.done()))
+        return (self.steps.step in ("idle", "input", "ui", "children") and not self.committer.lock.locked()
+                and not self.children_lock.locked() and all(t is None or t.done()
+                                                            for t in (self._drive_task, self._children_task)))
 
     async def stop(self) -> None:
         self.timer.cancel()
-        if self._drive_task is not None and not self._drive_task.done():
-            self._drive_task.cancel()
+        for task in (self._drive_task, self._children_task):
+            if task is not None and not task.done():
+                task.cancel()
 
 
 def _ack(message_id: str, status: Literal["accepted", "rejected"], reason: str | None = None) -> ev.Ack:

@@ -120,6 +120,12 @@ class SessionHandle:
     async def start(self, chat_id: str) -> None:
         await self._call(chat_id, self.actor.start.remote(chat_id))
 
+    async def start_child(self, chat_id: str, seed_id: str, text: str | None) -> None:
+        await self._call(chat_id, self.actor.start_child.remote(chat_id, seed_id, text))
+
+    async def children_changed(self, chat_id: str) -> None:
+        await self._call(chat_id, self.actor.children_changed.remote(chat_id))
+
     async def status(self, chat_id: str) -> SessionStatus:
         result: SessionStatus = await self._call(chat_id, self.actor.status.remote(chat_id))
         return result

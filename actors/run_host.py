@@ -6,6 +6,7 @@ them with a small host of its own.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from actors.commits import EventSpec
@@ -19,7 +20,7 @@ from actors.waits import WaitTimer
 from mozaiks.protocol.events import EventData
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
-from mozaiks.store.base import ChatRecord, UsageRecord
+from mozaiks.store.base import ChatRecord, Store, UsageRecord
 from workflows.model import Workflow
 
 MAX_VALIDATION_RETRIES = 3
@@ -41,8 +42,16 @@ class ValidationBudget:
         self.failures = 0
 
 
+class WorkflowSource(Protocol):
+    async def get(self, app_id: str, name: str) -> Workflow:
+        """The workflow as the app sees it; KeyError if it has none of that name."""
+        ...
+
+
 class RunHost(Protocol):
     settings: Settings
+    store: Store
+    workflows: WorkflowSource | None  # the workflows this chat's app sees, for the children it starts
     workflow: Workflow
     chat: ChatRecord
     providers: ProviderRegistry
@@ -54,6 +63,7 @@ class RunHost(Protocol):
     meter: UsageMeter
     timer: WaitTimer
     validation: ValidationBudget
+    children_lock: asyncio.Lock  # one fan-out step at a time (actors/children.py)
 
     async def commit(self, events: list[EventSpec], *, client_message_id: str | None = None,
                      usage: list[UsageRecord] | None = None) -> None: ...
@@ -63,3 +73,5 @@ class RunHost(Protocol):
     async def finish(self, run_status: str, events: list[EventSpec] | None = None) -> None: ...
 
     async def end_turn(self, agent_name: str, transfer: str | None, pre: str | None = None) -> None: ...
+
+    def spawn_drive(self) -> None: ...

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import uuid
 
-from actors.snapshot import PendingInput, PendingTools, PendingUi, SessionSnapshot, Step
+from actors.snapshot import PendingChildren, PendingInput, PendingTools, PendingUi, SessionSnapshot, Step
 
 CHAT_STATUS_OF_RUN = {"completed": "completed", "failed": "failed", "cancelled": "cancelled",
                       "max_turns": "failed"}
 PHASE_OF_STEP = {"idle": "idle", "agent": "running", "tools": "running", "input": "waiting_input",
-                 "ui": "waiting_input"}
+                 "ui": "waiting_input", "children": "waiting_children"}
 
 
 def new_id(prefix: str) -> str:
@@ -30,13 +30,15 @@ class RunSteps:
         return self.state.step
 
     def enter(self, step: Step, *, agent: str | None = None, tools: PendingTools | None = None,
-              input_: PendingInput | None = None, ui: PendingUi | None = None) -> None:
+              input_: PendingInput | None = None, ui: PendingUi | None = None,
+              children: PendingChildren | None = None) -> None:
         """Move to ``step``. Naming an ``agent`` makes it the speaker with fresh turn counts."""
         state = self.state
         state.step = step
         state.pending_tools = tools if step == "tools" else None
         state.pending_input = input_ if step == "input" else None
         state.pending_ui = ui if step == "ui" else None
+        state.pending_children = children if step == "children" else None
         if agent is not None:
             state.agent = agent
             state.consecutive = {}

@@ -12,8 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mozaiks.providers.base import ToolCallRequest
+from workflows.fanout import ChildRequest, MidFlightJourney
 
-Step = Literal["idle", "agent", "tools", "input", "ui"]
+Step = Literal["idle", "agent", "tools", "input", "ui", "children"]
 
 
 class PendingInput(BaseModel):
@@ -43,6 +44,20 @@ class PendingTools(BaseModel):
     transfer: str | None = None  # an LLM handoff chosen in the same reply, applied after the tools
     ui_call: ToolCallRequest | None = None  # a UI tool of the same reply, opened once the tools are done
     then_route: bool = False  # the runtime's own call of an auto-invoked tool: the turn ends after it
+
+
+class PendingChildren(BaseModel):
+    """A fan-out this chat waits for (actors/children.py). Its children and their outcomes are in
+    the store's fan-out record; this says what the parent has done about them so far."""
+
+    fanout_id: str
+    journey: MidFlightJourney  # the declared spec, or one a tool asked for
+    agent: str  # the trigger agent (or the agent whose tool fanned out)
+    requests: list[ChildRequest]
+    timeout_at: float | None = None  # epoch seconds
+    created: bool = False  # the child chats and the store's fan-out record exist
+    started: list[int] = Field(default_factory=list)  # children announced with chat.child_started
+    reported: list[int] = Field(default_factory=list)  # children announced ended, in that order
 
 
 class QueuedMessage(BaseModel):
@@ -81,6 +96,7 @@ class SessionSnapshot(BaseModel):
     pending_input: PendingInput | None = None
     pending_ui: PendingUi | None = None
     pending_tools: PendingTools | None = None
+    pending_children: PendingChildren | None = None
     call_index: dict[str, int] = Field(default_factory=dict)
     consecutive: dict[str, int] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)

@@ -4,7 +4,7 @@ end the turn, hand off, reject a reply of the wrong shape, or pass its tool call
 from __future__ import annotations
 
 import asyncio
-from actors import agent_turn, usage
+from actors import agent_turn, children, usage
 from actors.commits import EventSpec, error_event
 from actors.delta_buffer import DeltaBuffer
 from actors.lifecycle_hooks import LifecycleHooks
@@ -53,6 +53,8 @@ class AgentTurn:
             return await self.tools.dispatch(agent_name, message_id, [auto], transfer, events, usage_row, then_route=True)
         if tool_calls:
             return await self.tools.dispatch(agent_name, message_id, tool_calls, transfer, events, usage_row)
+        if (journey := children.trigger(h, agent_name, reply)) is not None and not reply.exhausted:
+            return await children.fan_out(h, journey, agent_name, None, events, [usage_row], reply.structured)
         await h.commit(events, usage=[usage_row])
         if h.state.cancel_after_turn:
             return await h.finish("cancelled")

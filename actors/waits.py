@@ -23,9 +23,8 @@ def remaining(deadline: float | None, now: float | None = None) -> float | None:
 
 
 def open_deadline(state: SessionSnapshot) -> float | None:
-    if state.pending_input:
-        return state.pending_input.timeout_at
-    return state.pending_ui.timeout_at if state.pending_ui else None
+    wait = state.pending_input or state.pending_ui or state.pending_children
+    return wait.timeout_at if wait is not None else None
 
 
 def due(deadline: float | None, now: float) -> bool:

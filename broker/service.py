@@ -23,6 +23,7 @@ from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
 from mozaiks.store.base import ChatRecord, Store
 from workflows.catalog import WorkflowCatalog
+from workflows.fanout import PARENT_CONTEXT_KEY
 from workflows.model import Workflow
 from workflows.pack import JOURNEY_CONTEXT_KEY
 
@@ -128,9 +129,10 @@ class SessionBroker:
                                f"Chat {chat_id!r} belongs to workflow {chat.workflow_name!r}")
             created = False
         else:
-            if context and JOURNEY_CONTEXT_KEY in context:
-                raise ApiError(422, "invalid_request", "context.journey is set by journeys only",
-                               {"fields": [{"field": "context.journey", "message": "reserved"}]})
+            for reserved in (JOURNEY_CONTEXT_KEY, PARENT_CONTEXT_KEY):
+                if context and reserved in context:
+                    raise ApiError(422, "invalid_request", f"context.{reserved} is set by the runtime only",
+                                   {"fields": [{"field": f"context.{reserved}", "message": "reserved"}]})
             self._check_context(context)
             await self._check_prerequisites(app_id, user_id, workflow_name)
             record = ChatRecord.new(app_id, user_id, workflow_name, context or {}, tenant_id)

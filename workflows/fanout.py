@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# A child chat's context names its parent here (set by the runtime; clients cannot).
+PARENT_CONTEXT_KEY = "fanout_parent"
+
 SpawnMode = Literal["workflow", "generator_subrun"]
 MergeMode = Literal["collect_all", "concatenate", "structured", "deep_merge", "first_success", "majority_vote"]
 PartialFailure = Literal["resume_with_available", "fail_all", "prompt_user"]

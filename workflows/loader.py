@@ -255,12 +255,6 @@ def _load(folder: Path, base: Path) -> Workflow:
     collect.raise_if_any()
 
     parts["fan_out"] = _load_fan_out(folder, base, parts["agents"], outputs)
-    if parts["fan_out"].triggers:
-        # Until the child-chat runtime lands, a declared fan-out would silently not happen.
-        pack_file = _find(folder / "_pack", "workflow_graph")
-        assert pack_file is not None
-        warnings.append(Issue(_display(pack_file, base), "$", "fan-out is validated but not executed by this runtime yet"))
-        parts["warnings"] = list(map(str, warnings))
 
     trees: dict[Path, ast.Module | str] = {}
     parts["tools"] = [

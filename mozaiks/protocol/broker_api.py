@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mozaiks.protocol.events import Event
 
 ChatStatus = Literal["active", "completed", "failed", "cancelled"]
-ChatPhase = Literal["idle", "running", "waiting_input"]
+ChatPhase = Literal["idle", "running", "waiting_input", "waiting_children"]
 
 
 class CreateSessionRequest(BaseModel):

@@ -174,6 +174,37 @@ class JourneyNext(EventData):
     waiting_for: list[str]
 
 
+
+class ChildStarted(EventData):
+    """A fan-out started one of this chat's children (a chat of its own, of the same user)."""
+
+    TYPE = "chat.child_started"
+    child_chat_id: str
+    workflow_name: str
+    journey: str
+    index: int
+    total: int
+
+
+class ChildCompleted(EventData):
+    TYPE = "chat.child_completed"
+    child_chat_id: str
+    workflow_name: str
+    status: Literal["completed", "failed", "cancelled", "timed_out"]
+    summary: str | None = None
+
+
+class ChildrenMerged(EventData):
+    """The children's results are in the context under ``inject_as``; the run goes on at ``resume_agent``."""
+
+    TYPE = "chat.children_merged"
+    merge_mode: str
+    inject_as: str
+    resume_agent: str | None
+    completed: int
+    failed: int
+    usage: dict[str, int] | None = None  # the children's token totals, rolled up into this run
+
 class ChatMeta(EventData):
     TYPE = "chat_meta"
     DURABLE = False

@@ -25,7 +25,7 @@ class ChatRecord(BaseModel):
     user_id: str
     workflow_name: str
     status: str = "active"  # active | completed | failed | cancelled
-    phase: str | None = "idle"  # idle | running | waiting_input (active only)
+    phase: str | None = "idle"  # idle | running | waiting_input | waiting_children (active only)
     created_at: str
     updated_at: str
     epoch: int = 0  # owner generation (fencing)

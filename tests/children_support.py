@@ -1,0 +1,132 @@
+"""Workflows for the child-chat tests, written into the runtime's workflows directory.
+
+A parent `fo_parent_<mode>` (a Planner whose structured output names four children, a Reporter
+that resumes with the merged result) and two child workflows: `fo_child_a` (one structured
+answer) and `fo_child_b` (a structured answer, or — with `fail` in its context — a model that
+is not configured, so its run fails). `fo_child_ask` asks its user first: it waits until someone
+answers in that child chat, which lets a test hold the parent in `waiting_children`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mozaiks.client import BrokerClient
+
+T = TypeVar("T")
+
+# Two of each child workflow; items and votes make every merge mode's result distinct.
+CHILDREN = [
+    {"workflow": "fo_child_a", "key": "a1", "context": {"item": "1", "vote": "yes"}},
+    {"workflow": "fo_child_b", "key": "b1", "context": {"item": "2", "vote": "no"}},
+    {"workflow": "fo_child_a", "key": "a2", "context": {"item": "3", "vote": "yes"}},
+    {"workflow": "fo_child_b", "key": "b2", "context": {"item": "4", "vote": "yes"}},
+]
+
+
+def _write(folder: Path, files: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(body))
+
+
+def _answer(by: str) -> dict[str, Any]:
+    return {"structured": {"items": ["{context.context.item}"], "vote": "{context.context.vote}", "by": by}}
+
+
+def write_children(root: Path) -> None:
+    answer_schema = {"type": "object", "required": ["items", "vote"],
+                     "properties": {"items": {"type": "array"}, "vote": {"type": "string"}, "by": {"type": "string"}}}
+    _write(root / "fo_child_a", {
+        "orchestrator.json": {"name": "fo_child_a", "startup_mode": "UserDriven", "initial_agent": "Drafter",
+                              "human_in_the_loop": False},
+        "agents.json": {"agents": [{"name": "Drafter", "structured_output": "Answer",
+                                    "model": {"provider": "scripted", "script": [_answer("a")]}}]},
+        "structured_outputs.json": {"models": {"Answer": answer_schema}},
+    })
+    _write(root / "fo_child_b", {
+        "orchestrator.json": {"name": "fo_child_b", "startup_mode": "UserDriven", "initial_agent": "Reviewer",
+                              "human_in_the_loop": False, "max_turns": 5},
+        "agents.json": {"agents": [
+            {"name": "Reviewer", "model": {"provider": "scripted", "script": [_answer("b")]}},
+            {"name": "Broken", "description": "Has no model endpoint: its turn fails the run",
+             "model": {"provider": "openai", "api_key_env": "MOZAIKS_TEST_UNSET_KEY"}}]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": "Reviewer", "target_agent": "Broken", "handoff_type": "condition",
+             "condition_type": "expression", "condition": "${context.fail} == true"},
+            {"source_agent": "Reviewer", "target_agent": "terminate", "handoff_type": "after_work"}]},
+    })
+    _write(root / "fo_child_ask", {
+        "orchestrator.json": {"name": "fo_child_ask", "startup_mode": "UserDriven", "initial_agent": "Asker"},
+        "agents.json": {"agents": [{"name": "Asker", "model": {"provider": "scripted", "script": [
+            {"text": "Which colour for part {context.context.item}?"},
+            {"structured": {"items": ["{context.context.item}:{last_user_message}"], "vote": "yes", "by": "Noted"}}]}}]},
+        "context_variables.json": {"definitions": [{"name": "answered", "default": False, "source": {
+            "type": "state", "triggers": [{"type": "agent_text", "agent": "Asker", "match": {"contains": "Noted"},
+                                           "value": True}]}}]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": "Asker", "target_agent": "terminate", "handoff_type": "condition",
+             "condition_type": "expression", "condition": "${answered} == true"}]},
+    })
+
+
+def write_parent(root: Path, name: str, children: list[dict[str, Any]], fan_in: dict[str, Any],
+                 fan_out: dict[str, Any] | None = None) -> str:
+    """A parent workflow whose Planner fans out to ``children``; returns its name."""
+    _write(root / name, {
+        "orchestrator.json": {"name": name, "startup_mode": "UserDriven", "initial_agent": "Planner",
+                              "human_in_the_loop": False, "max_turns": 10},
+        "agents.json": {"agents": [
+            {"name": "Planner", "structured_output": "Split",
+             "model": {"provider": "scripted", "script": [{"structured": {"children": children}}]}},
+            {"name": "Reporter", "model": {"provider": "scripted", "script": [
+                {"text": "Merged: {context.%s}" % fan_in.get("inject_as", "child_results")}]}}]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": "Reporter", "target_agent": "terminate", "handoff_type": "after_work"}]},
+        "structured_outputs.json": {"models": {"Split": {"type": "object", "required": ["children"]}}},
+        # The MozaiksAI v3 spelling, as WritersRoom/_pack/workflow_graph.json has it.
+        "_pack/workflow_graph.json": {"version": 3, "mid_flight_journeys": [{
+            "id": "split_work", "trigger_agent": "Planner",
+            "fan_out": {"spawn_mode": "workflow", **(fan_out or {})},
+            "fan_in": {"resume_agent": "Reporter", **fan_in}}]},
+    })
+    return name
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 60) -> T:
+    async with asyncio.timeout(timeout):
+        while (found := await probe()) is None:
+            await asyncio.sleep(0.1)
+        return found
+
+
+async def events_of(broker: BrokerClient, chat_id: str, type_: str | None = None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = (await broker.events(chat_id, after_seq=after))["events"]
+        found += page
+        if len(page) < 200:
+            break
+        after = page[-1]["seq"]
+    return [e for e in found if type_ is None or e["type"] == type_]
+
+
+async def run_parent(broker: BrokerClient, workflow: str) -> tuple[str, list[dict[str, Any]]]:
+    """Start a parent chat with one message; returns its id and every event its client saw up to
+    the run's end."""
+    session = await broker.create_session(workflow)
+    seen: list[dict[str, Any]] = []
+    async with await broker.connect(session) as conn:
+        await conn.say("split the work")
+        async for event in conn.events(timeout=90):
+            seen.append(event)
+            if event["type"] == "chat.run_complete":
+                break
+    return session.chat_id, seen
