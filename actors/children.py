@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -166,11 +165,9 @@ async def _ensure_created(engine: RunHost, pending: PendingChildren) -> FanOutRe
 async def _create_child(engine: RunHost, pending: PendingChildren, index: int,
                         request: ChildRequest) -> ChildLink:
     parent = engine.chat
-    now = utc_now_iso()
     link = ParentLink(chat_id=parent.chat_id, fanout_id=pending.fanout_id, index=index)
-    record = ChatRecord(chat_id=uuid.uuid4().hex, app_id=parent.app_id, user_id=parent.user_id,
-                        workflow_name=request.workflow, created_at=now, updated_at=now, tenant_id=parent.tenant_id,
-                        context={**request.context, PARENT_CONTEXT_KEY: link.model_dump()})
+    record = ChatRecord.new(parent.app_id, parent.user_id, request.workflow,
+                            {**request.context, PARENT_CONTEXT_KEY: link.model_dump()}, parent.tenant_id)
     # Idempotent: creating the same child again (a restarted parent) finds the chat made the first time.
     created, _ = await engine.store.create_chat(record, f"fanout:{pending.fanout_id}:{index}")
     return ChildLink(index=index, chat_id=created.chat_id, workflow_name=request.workflow,
