@@ -71,12 +71,19 @@ class MozaiksIngress:
         self._store: Store | None = None
         self._broker: SessionBroker | None = None
         self._init_lock = asyncio.Lock()
-        app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
-        app.add_middleware(metrics.HttpMetrics)
-        if settings.cors_allowed_origins:
-            app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
-                               allow_credentials=True, allow_methods=["GET", "POST"],
-                               allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this once the replica is constructed: the app it serves is its own copy of the
+        module's (routes bound to this instance), which gets this instance's middleware here. The
+        module-level ``app`` is the route table only and is never changed."""
+        served: FastAPI = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
+        served.add_middleware(BodyLimit, max_bytes=self.settings.http_max_body_bytes)
+        served.add_middleware(metrics.HttpMetrics)
+        if self.settings.cors_allowed_origins:
+            served.add_middleware(CORSMiddleware, allow_origins=self.settings.cors_allowed_origins,
+                                  allow_credentials=True, allow_methods=["GET", "POST"],
+                                  allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+        return served
 
     async def broker(self) -> SessionBroker:
         if self._broker is None:
