@@ -7,6 +7,7 @@ and dumps always use the canonical names.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -543,56 +544,60 @@ class Workflow(FormatModel):
 
     def reference_issues(self) -> list[ReferenceIssue]:
         """Every name that points nowhere, duplicated or reserved, in file order."""
-        issues: list[ReferenceIssue] = []
+        issues = list(self._agent_issues())
+        if issues:  # the checks below look agents up by name: they need unique names first
+            return issues
         agents = set(self.agent_names)
+        for section in (self._script_issues(agents), self._orchestrator_issues(agents),
+                        self._handoff_issues(agents), self._tool_issues(agents), self._lifecycle_issues(agents),
+                        self._context_issues(agents), self._structured_output_issues(agents)):
+            issues.extend(section)
+        return issues
+
+    def _agent_issues(self) -> Iterator[ReferenceIssue]:
         tools = {t.name for t in self.tools}
-        models = self.structured_outputs.models
-
-        def unknown(kind: str, name: str) -> str:
-            return f"unknown {kind} {name!r}"
-
         seen: set[str] = set()
         for i, agent in enumerate(self.agents):
             if agent.name.lower() in (USER, TERMINATE):
-                issues.append(ReferenceIssue("agents", (i, "name"), f"{agent.name!r} is reserved"))
+                yield ReferenceIssue("agents", (i, "name"), f"{agent.name!r} is reserved")
             elif agent.name in seen:
-                issues.append(ReferenceIssue("agents", (i, "name"), f"duplicate agent name {agent.name!r}"))
+                yield ReferenceIssue("agents", (i, "name"), f"duplicate agent name {agent.name!r}")
             seen.add(agent.name)
             for j, tool_name in enumerate(agent.tools):
                 if tool_name not in tools:
-                    issues.append(ReferenceIssue("agents", (i, "tools", j), unknown("tool", tool_name)))
-            if agent.structured_output and agent.structured_output not in models:
-                issues.append(ReferenceIssue(
-                    "agents", (i, "structured_output"), unknown("structured output model", agent.structured_output)
-                ))
-        if issues:  # the checks below look agents up by name: they need unique names first
-            return issues
+                    yield ReferenceIssue("agents", (i, "tools", j), _unknown("tool", tool_name))
+            if agent.structured_output and agent.structured_output not in self.structured_outputs.models:
+                yield ReferenceIssue("agents", (i, "structured_output"),
+                                     _unknown("structured output model", agent.structured_output))
 
+    def _script_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
         for i, agent in enumerate(self.agents):
             callable_tools = {t.name for t in self.tools_for(agent.name)}
             for j, reply in enumerate(agent.model.script if agent.model else []):
                 loc = (i, "model", "script", j)
                 if reply.handoff and reply.handoff.lower() not in (USER, TERMINATE) and reply.handoff not in agents:
-                    issues.append(ReferenceIssue("agents", (*loc, "handoff"), unknown("agent", reply.handoff)))
+                    yield ReferenceIssue("agents", (*loc, "handoff"), _unknown("agent", reply.handoff))
                 for k, call in enumerate(reply.tool_calls):
                     if call.name not in callable_tools:
-                        issues.append(ReferenceIssue(
-                            "agents", (*loc, "tool_calls", k, "name"), f"{agent.name} cannot call tool {call.name!r}"
-                        ))
+                        yield ReferenceIssue("agents", (*loc, "tool_calls", k, "name"),
+                                             f"{agent.name} cannot call tool {call.name!r}")
 
+    def _orchestrator_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
         orchestrator = self.orchestrator
         if orchestrator.initial_agent is not None and orchestrator.initial_agent not in agents:
-            issues.append(ReferenceIssue("orchestrator", ("initial_agent",), unknown("agent", orchestrator.initial_agent)))
+            yield ReferenceIssue("orchestrator", ("initial_agent",), _unknown("agent", orchestrator.initial_agent))
         for j, name in enumerate(orchestrator.visual_agents or []):
             if name not in agents:
-                issues.append(ReferenceIssue("orchestrator", ("visual_agents", j), unknown("agent", name)))
+                yield ReferenceIssue("orchestrator", ("visual_agents", j), _unknown("agent", name))
 
+    def _handoff_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
         for i, rule in enumerate(self.handoffs):
             if rule.source_agent != USER and rule.source_agent not in agents:
-                issues.append(ReferenceIssue("handoffs", (i, "source_agent"), unknown("agent", rule.source_agent)))
+                yield ReferenceIssue("handoffs", (i, "source_agent"), _unknown("agent", rule.source_agent))
             if rule.target_agent not in (USER, TERMINATE) and rule.target_agent not in agents:
-                issues.append(ReferenceIssue("handoffs", (i, "target_agent"), unknown("agent", rule.target_agent)))
+                yield ReferenceIssue("handoffs", (i, "target_agent"), _unknown("agent", rule.target_agent))
 
+    def _tool_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
         bound: dict[tuple[str, str | None], int] = {}  # (name, agent) -> first entry; None: no agent named
         for i, tool in enumerate(self.tools):
             for agent_name in tool.agents or [None]:
@@ -603,36 +608,43 @@ class Workflow(FormatModel):
                     clash = next((j for (n, _), j in bound.items() if n == tool.name), None)
                 if clash is not None:
                     whom = f" for agent {agent_name!r}" if agent_name else ""
-                    issues.append(ReferenceIssue("tools", (i, "name"), f"duplicate tool name {tool.name!r}{whom} "
-                                                 f"(also tools[{clash}])"))
+                    yield ReferenceIssue("tools", (i, "name"), f"duplicate tool name {tool.name!r}{whom} "
+                                         f"(also tools[{clash}])")
                     break
                 bound[(tool.name, agent_name)] = i
             for j, name in enumerate(tool.agents):
                 if name not in agents:
-                    issues.append(ReferenceIssue("tools", (i, "agents", j), unknown("agent", name)))
+                    yield ReferenceIssue("tools", (i, "agents", j), _unknown("agent", name))
 
+    def _lifecycle_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
         for i, hook in enumerate(self.lifecycle_tools):
             for j, name in enumerate(hook.agents):
                 if name not in agents:
-                    issues.append(ReferenceIssue("lifecycle_tools", (i, "agents", j), unknown("agent", name)))
+                    yield ReferenceIssue("lifecycle_tools", (i, "agents", j), _unknown("agent", name))
 
-        seen = set()
+    def _context_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
+        tools = {t.name for t in self.tools}
+        seen: set[str] = set()
         for i, variable in enumerate(self.context_variables):
             if variable.name in seen:
-                issues.append(ReferenceIssue("context_variables", (i, "name"), f"duplicate variable {variable.name!r}"))
+                yield ReferenceIssue("context_variables", (i, "name"), f"duplicate variable {variable.name!r}")
             seen.add(variable.name)
             for j, trigger in enumerate(variable.source.triggers):
                 loc = (i, "source", "triggers", j)
                 if trigger.agent is not None and trigger.agent not in agents:
-                    issues.append(ReferenceIssue("context_variables", (*loc, "agent"), unknown("agent", trigger.agent)))
+                    yield ReferenceIssue("context_variables", (*loc, "agent"), _unknown("agent", trigger.agent))
                 if trigger.tool is not None and trigger.tool not in tools:
-                    issues.append(ReferenceIssue("context_variables", (*loc, "tool"), unknown("tool", trigger.tool)))
+                    yield ReferenceIssue("context_variables", (*loc, "tool"), _unknown("tool", trigger.tool))
 
+    def _structured_output_issues(self, agents: set[str]) -> Iterator[ReferenceIssue]:
+        models = self.structured_outputs.models
         for agent_name, model_name in self.structured_outputs.registry.items():
             if agent_name not in agents:
-                issues.append(ReferenceIssue("structured_outputs", ("registry", agent_name), unknown("agent", agent_name)))
+                yield ReferenceIssue("structured_outputs", ("registry", agent_name), _unknown("agent", agent_name))
             elif model_name is not None and model_name not in models:
-                issues.append(ReferenceIssue(
-                    "structured_outputs", ("registry", agent_name), unknown("structured output model", model_name)
-                ))
-        return issues
+                yield ReferenceIssue("structured_outputs", ("registry", agent_name),
+                                     _unknown("structured output model", model_name))
+
+
+def _unknown(kind: str, name: str) -> str:
+    return f"unknown {kind} {name!r}"
