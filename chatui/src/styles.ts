@@ -123,17 +123,19 @@ export const styles = css`
   .thinking { color: var(--_muted); font-style: italic; font-size: 13px; padding: 0 12px 4px; min-height: 1.4em; }
   .children { border: 1px solid var(--_border); border-radius: 8px; padding: 6px 10px; font-size: 13px; }
   .children-head { font-weight: 600; color: var(--_muted); }
-  .children ul { list-style: none; margin: 4px 0 0; padding: 0; display: grid; gap: 4px; }
-  .children li { display: flex; flex-wrap: wrap; align-items: baseline; gap: 8px; }
+  .children ul { list-style: none; margin: 4px 0 0; padding: 0; }
+  .children li { display: flex; flex-wrap: wrap; align-items: baseline; gap: 0 8px; padding: 4px 0;
+                 border-top: 1px solid var(--_border); }
   .children .journey { color: var(--_muted); }
   .children .child-status { margin-left: auto; font-size: 12px; }
   .children .child-status[data-s="completed"] { color: var(--_ok); }
   .children .child-status[data-s="failed"], .children .child-status[data-s="timed_out"] { color: var(--_error); }
-  .children .summary { flex-basis: 100%; color: var(--_muted); white-space: pre-wrap; }
+  .children .summary { flex-basis: 100%; color: var(--_muted); font-size: 12px; white-space: pre-wrap; }
   button.link { border: none; background: none; padding: 0; color: var(--_accent); text-decoration: underline; }
   .back { padding: 6px 12px 0; font-size: 13px; }
   .inputreq { border: 1px dashed var(--_accent); border-radius: 8px; padding: 8px 10px; font-size: 13px; }
-  .inputreq form { display: grid; gap: 6px; margin-top: 6px; }
+  .inputreq form { display: grid; gap: 6px; margin-top: 6px; max-width: 30em; }
+  .inputreq form button { justify-self: start; }
   .inputreq label { display: grid; gap: 2px; }
   .inputreq input, .inputreq select { padding: 4px; border: 1px solid var(--_border); border-radius: 4px; background: var(--_bg); }
   .countdown { color: var(--_muted); font-variant-numeric: tabular-nums; }

@@ -77,17 +77,32 @@ class Shots:
         return path
 
 
-@pytest.fixture
-async def page(browser: Any, runtime: Any, screenshot_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """A fresh browser context (own sessionStorage) on the test runtime; collects page errors and
-    the console, and always leaves a screenshot of the final state."""
-    context = await browser.new_context(viewport={"width": 1180, "height": 760}, base_url=runtime.http_url)
+async def _page(browser: Any, folder: Path, name: str, base_url: str) -> AsyncIterator[Any]:
+    """A fresh browser context (own sessionStorage); collects page errors, and always leaves a
+    screenshot of the final state."""
+    context = await browser.new_context(viewport={"width": 1180, "height": 760}, base_url=base_url)
     opened = await context.new_page()
     opened.errors = []  # type: ignore[attr-defined]
     opened.on("pageerror", lambda exc: opened.errors.append(str(exc)))  # type: ignore[attr-defined]
-    opened.shots = Shots(opened, screenshot_dir, request.node.name)  # type: ignore[attr-defined]
+    opened.shots = Shots(opened, folder, name)  # type: ignore[attr-defined]
     yield opened
     try:
         await opened.shots.take("final")  # type: ignore[attr-defined]
     finally:
         await context.close()
+
+
+@pytest.fixture
+async def page(browser: Any, runtime: Any, screenshot_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A page on the test runtime."""
+    async for opened in _page(browser, screenshot_dir, request.node.name, runtime.http_url):
+        yield opened
+
+
+@pytest.fixture
+async def scripted_page(browser: Any, screenshot_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A page with no runtime behind it: tests/browser/scripted.py plays the broker and the socket."""
+    from tests.browser.scripted import ORIGIN
+
+    async for opened in _page(browser, screenshot_dir, request.node.name, ORIGIN):
+        yield opened
