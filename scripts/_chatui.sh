@@ -1,5 +1,5 @@
-# Sourced by scripts/run.sh and scripts/test.sh after _venv.sh: build the ChatUI bundle (chatui/dist)
-# when it is missing or older than its sources. A machine without node gets one from PyPI.
+# Sourced by scripts/run.sh and scripts/test.sh after _venv.sh: build the ChatUI bundle (chatui/dist, and
+# the React example's examples/react/dist) when it is missing or older than its sources. A machine without node gets one from PyPI.
 # A failed build is reported, not fatal: the runtime still runs, /chat/ then says the bundle is missing.
 _chatui_build() {
   local ui="$ROOT/chatui" bundle="$ROOT/chatui/dist/mozaiks-chat.js"
@@ -11,7 +11,9 @@ _chatui_build() {
     echo "installing the ChatUI's npm dependencies" >&2
     (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error >&2) || return 1
   fi
-  if [ ! -f "$bundle" ] || [ -n "$(find "$ui/src" "$ui/build.mjs" "$ui/package-lock.json" -newer "$bundle" -print -quit)" ]; then
+  local example="$ROOT/examples/react/dist/app.js"
+  if [ ! -f "$bundle" ] || [ ! -f "$example" ] || [ -n "$(find "$ui/src" "$ui/build.mjs" "$ui/package-lock.json" \
+      "$ROOT/examples/react/app.jsx" -newer "$bundle" -print -quit)" ]; then
     echo "building the ChatUI bundle" >&2
     (cd "$ui" && npm run --silent build >&2) || return 1
   fi

@@ -548,7 +548,7 @@ export class MozaiksChat extends LitElement {
     const state = conv?.state ?? "closed";
     const label = { connecting: "Connecting", connected: "Connected", reconnecting: "Reconnecting",
                     offline: "Offline", closed: "Not connected" }[state];
-    return html`<span class="conn" data-state=${state} role="status"><span class="dot"></span>${label}</span>`;
+    return html`<span class="conn" data-state=${state} role="status" title=${label}><span class="dot"></span><span class="label">${label}</span></span>`;
   }
 
   private renderStatusLine(conv: Conversation | null): TemplateResult | typeof nothing {

@@ -69,6 +69,10 @@ export const styles = css`
     background: var(--_surface); flex-wrap: wrap;
   }
   header h2 { font-size: 15px; margin: 0; flex: 1; min-width: 6em; }
+  /* The overlay panel is narrow: one header row, the title shortened, the connection shown by its dot. */
+  .overlay header { flex-wrap: nowrap; }
+  .overlay header h2 { min-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  .overlay .conn .label { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
   .conn { display: inline-flex; align-items: center; gap: 5px; font-size: 12px; color: var(--_muted); }
   .dot { width: 9px; height: 9px; border-radius: 50%; background: var(--_muted); }
   .conn[data-state="connected"] .dot { background: var(--_ok); }
