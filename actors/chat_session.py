@@ -167,6 +167,10 @@ class ChatSession:
         if not binding.passivatable():
             return False, None
         wake_at = binding.wake_at()
+        chat = binding.engine.chat
+        # In the store, not only in the directory's memory: a whole-runtime restart must still
+        # time the wait out on time.
+        await self.store.set_wakeup(chat.app_id, chat.user_id, chat_id, wake_at)
         await self._unbind(binding, "released")
         return True, wake_at
 

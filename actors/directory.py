@@ -18,7 +18,8 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
   the next message, UI answer, cancel or reconnect activates it again. When a
   node holds ``max_resident_sessions``, activating another chat there first
   passivates the least recently used idle one. A chat whose open wait has a timeout is woken
-  again at that moment.
+  again at that moment; the session writes that moment to the store as it passivates, and
+  ``ready`` takes the stored ones up, so a whole-runtime restart keeps them.
 - **Crash recovery**: the directory keeps a ``lifetime`` call open on every resident session;
   when the process dies, the chat is re-activated from its log at once, so a turn in progress
   continues even with nobody connected.
@@ -45,6 +46,7 @@ from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
 from mozaiks import logs, metrics
 from mozaiks.settings import Settings
+from mozaiks.store import open_store
 
 log = logging.getLogger("mozaiks.directory")
 
@@ -102,11 +104,21 @@ class SessionDirectory:
         self._gauges_task: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
-        """Fill the warm pool before the first chat needs it; returns the pool size."""
-        await self._refill()
+        """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
+        that passivated before this directory started; returns the pool size."""
+        await asyncio.gather(self._refill(), self._load_wakeups())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
         return len(self.pool)
+
+    async def _load_wakeups(self) -> None:
+        store = open_store(self.settings.resolved_store_url)
+        try:
+            await store.init()
+            for wakeup in await store.list_wakeups():
+                self.wakeups.add(wakeup.wake_at, (wakeup.app_id, wakeup.user_id, wakeup.chat_id))
+        finally:
+            await store.close()
 
     async def _report_gauges(self) -> None:
         known: set[str] = set()

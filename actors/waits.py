@@ -1,7 +1,8 @@
 """Waits on the user (an input request, an open UI tool) and the one timer that ends them.
 
 A wait's deadline lives in the snapshot as epoch seconds, so a re-activated session re-arms the
-same deadline rather than starting a fresh timeout.
+same deadline rather than starting a fresh timeout. A passivated chat's deadline is also a store
+wake-up (``Store.set_wakeup``), which the directory takes up when it starts.
 """
 
 from __future__ import annotations

@@ -404,6 +404,42 @@ async def test_subscriptions_set_change_end_and_stay_scoped(store: Store) -> Non
     assert await store.get_subscription("app-2", USER) == "team"
 
 
+# -- wake-ups and usage retention -----------------------------------------------------------------
+
+async def test_wakeups_are_set_moved_cleared_and_listed_earliest_first(store: Store) -> None:
+    await store.set_wakeup(APP, USER, "chat-1", 200.0)
+    await store.set_wakeup(APP, "user-2", "chat-2", 100.0)
+    await store.set_wakeup(APP, USER, "chat-1", 300.5)  # the chat's next wait moves it
+    await store.set_wakeup("app-2", USER, "chat-1", 1.0)  # another tenant's chat with the same id: ignored
+    listed = [(w.app_id, w.user_id, w.chat_id, w.wake_at) for w in await store.list_wakeups()]
+    assert listed == [(APP, "user-2", "chat-2", 100.0), (APP, USER, "chat-1", 300.5)]
+    await store.set_wakeup("app-2", USER, "chat-1", None)  # nor can it clear it
+    await store.set_wakeup(APP, "user-2", "chat-2", None)
+    await store.set_wakeup(APP, "user-2", "chat-2", None)
+    assert [w.chat_id for w in await store.list_wakeups()] == ["chat-1"]
+
+
+async def test_prune_usage_deletes_only_what_is_older_than_the_cutoff(store: Store) -> None:
+    await store.create_chat(make_chat())
+    epoch = await store.claim(APP, USER, "chat-1")
+    await store.append(APP, USER, "chat-1", epoch, [], usage=[
+        make_usage("chat-1", USER, 1, "2025-01-01T00:00:00Z"), make_usage("chat-1", USER, 10, "2026-01-01T00:00:00Z"),
+        make_usage("chat-1", USER, 100, "2026-02-01T00:00:00+00:00")])
+    assert await store.prune_usage("2026-01-01T00:00:00+00:00") == 1
+    assert (await store.usage_totals(APP))["prompt_tokens"] == 110
+    assert await store.prune_usage("2026-01-01T00:00:00Z") == 0
+
+
+async def test_sqlite_prunes_usage_through_its_time_index(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "plan.db"))
+    await store.init()
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    plan = conn.execute("EXPLAIN QUERY PLAN DELETE FROM usage WHERE timestamp < ?", ("2026",)).fetchall()
+    conn.close()
+    await store.close()
+    assert any("usage_by_time" in row[-1] for row in plan), plan
+
+
 # -- fan-outs ----------------------------------------------------------------------------------------
 
 def make_fanout(fanout_id: str = "fo-1", user_id: str = USER) -> FanOutRecord:

@@ -88,3 +88,16 @@ def installed_row(record: InstalledWorkflow) -> tuple[str, ...]:
 def installed_record(row: dict[str, Any]) -> InstalledWorkflow:
     return InstalledWorkflow.model_validate(
         {**row, "files": json.loads(row["files"]), "capability": json.loads(row["capability"])})
+
+
+# The SQL stores' wake-ups of passivated chats, and the index that keeps usage retention cheap.
+WAKEUP_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS wakeups (
+        chat_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        wake_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS wakeups_by_time ON wakeups (wake_at)",
+    "CREATE INDEX IF NOT EXISTS usage_by_time ON usage (timestamp)",
+)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from mozaiks.errors import DuplicateMessageError, FencedError  # re-exported: what callers of append catch
 from mozaiks.protocol.events import utc_now_iso
 
-SCHEMA_VERSION = 3  # 2: fanouts, 3: installed_workflows
+SCHEMA_VERSION = 4  # 2: fanouts, 3: installed_workflows, 4: wakeups and usage by time
 
 
 class ChatRecord(BaseModel):
@@ -63,6 +63,16 @@ class UsageRecord(BaseModel):
     completion_tokens: int
     total_tokens: int
     timestamp: str
+
+
+class Wakeup(BaseModel):
+    """When a passivated chat's open wait (input request, UI tool) times out: the chat must be
+    activated then, even if the whole runtime restarted meanwhile."""
+
+    app_id: str
+    user_id: str
+    chat_id: str
+    wake_at: float  # epoch seconds
 
 
 ChildStatus = Literal["pending", "running", "completed", "failed", "cancelled", "timed_out"]
@@ -172,6 +182,11 @@ class Store(ABC):
         """Sums of prompt/completion/total tokens, filtered by user, chat and ISO time ``since``."""
 
     @abstractmethod
+    async def prune_usage(self, before: str) -> int:
+        """Delete usage records older than ISO time ``before`` (every app: the retention policy);
+        returns how many went."""
+
+    @abstractmethod
     async def counter_add(self, key: str, amount: int) -> int:
         """Add to a named counter (created at 0) and return the new value."""
 
@@ -191,6 +206,15 @@ class Store(ABC):
     @abstractmethod
     async def set_subscription(self, app_id: str, user_id: str, plan: str | None) -> None:
         """Set (or with None, end) the user's plan in this app."""
+
+    # -- wake-ups (deadlines of passivated chats' waits) -----------------------------------------
+    @abstractmethod
+    async def set_wakeup(self, app_id: str, user_id: str, chat_id: str, wake_at: float | None) -> None:
+        """Record (or with None, clear) when the chat must be activated to time its wait out."""
+
+    @abstractmethod
+    async def list_wakeups(self) -> list[Wakeup]:
+        """Every recorded wake-up, earliest first (the directory's, across apps, at its start)."""
 
     # -- fan-outs (a parent chat's children) ------------------------------------------------------
     @abstractmethod

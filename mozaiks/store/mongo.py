@@ -41,7 +41,7 @@ from mozaiks.store._shared import (
 )
 from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
-    Store, StoredEvent, UsageRecord,
+    Store, StoredEvent, UsageRecord, Wakeup,
 )
 
 Doc = dict[str, Any]
@@ -92,7 +92,9 @@ class MongoStore(Store):
             IndexModel([("app_id", 1), ("user_id", 1), ("timestamp", 1)], name="by_user"),
             IndexModel([("app_id", 1), ("timestamp", 1)], name="by_app"),  # app-wide budgets per period
             IndexModel([("chat_id", 1), ("timestamp", 1)], name="by_chat"),
+            IndexModel([("timestamp", 1)], name="by_time"),  # pruning by retention
         ])
+        await db.wakeups.create_indexes([IndexModel([("wake_at", 1)], name="by_time")])
         await db.subscriptions.create_indexes(
             [IndexModel([("app_id", 1), ("user_id", 1)], name="by_user", unique=True)])
         await db.installed_workflows.create_indexes(
@@ -224,6 +226,10 @@ class MongoStore(Store):
             return False, await self.counter_get(key)
         return True, int(doc["value"])
 
+    async def prune_usage(self, before: str) -> int:
+        result = await self._db.usage.delete_many({"timestamp": {"$lt": normalize_ts(before)}})
+        return int(result.deleted_count)
+
     async def counter_get(self, key: str) -> int:
         doc = await self._db.counters.find_one({"_id": key})
         return 0 if doc is None else int(doc["value"])
@@ -266,6 +272,21 @@ class MongoStore(Store):
     async def delete_installed_workflow(self, app_id: str, name: str) -> bool:
         result = await self._db.installed_workflows.delete_one({"app_id": app_id, "name": name})
         return result.deleted_count > 0
+
+    # -- wake-ups ----------------------------------------------------------------------------
+    async def set_wakeup(self, app_id: str, user_id: str, chat_id: str, wake_at: float | None) -> None:
+        owned = {"_id": chat_id, "app_id": app_id, "user_id": user_id}
+        if wake_at is None:
+            await self._db.wakeups.delete_one(owned)
+            return
+        try:
+            await self._db.wakeups.update_one(owned, {"$set": {"wake_at": wake_at}}, upsert=True)
+        except DuplicateKeyError:
+            pass  # the id belongs to another app's or user's chat: never touched from here
+
+    async def list_wakeups(self) -> list[Wakeup]:
+        docs = await self._db.wakeups.find({}).sort("wake_at", 1).to_list()
+        return [Wakeup(app_id=d["app_id"], user_id=d["user_id"], chat_id=d["_id"], wake_at=d["wake_at"]) for d in docs]
 
     # -- fan-outs ------------------------------------------------------------------------------
     # A fan-out is read and changed whole (a handful of children), so it is one JSON string in

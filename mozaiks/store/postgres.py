@@ -20,12 +20,12 @@ import asyncpg
 
 from mozaiks.errors import ChatExists, ChatNotFound, ConflictError, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
-    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
+    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs, check_usage, decode_cursor, encode_cursor,
     installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
-    Store, StoredEvent, UsageRecord,
+    Store, StoredEvent, UsageRecord, Wakeup,
 )
 
 # Version N's steps bring a database from N-1 to N.
@@ -104,6 +104,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
     ),
     3: (INSTALLED_TABLE,),
+    4: WAKEUP_SCHEMA,
 }
 _MIGRATION_LOCK = 0x6D6F7A61  # advisory lock key: one migrating process at a time
 
@@ -300,6 +301,11 @@ class PostgresStore(Store):
             await conn.execute("UPDATE counters SET value = $2 WHERE key = $1", key, value + amount)
             return True, value + amount
 
+    async def prune_usage(self, before: str) -> int:
+        pool = await self._connections()
+        status = await pool.execute("DELETE FROM usage WHERE timestamp < $1", normalize_ts(before))
+        return int(status.rsplit(" ", 1)[-1])
+
     async def counter_get(self, key: str) -> int:
         pool = await self._connections()
         value = await pool.fetchval("SELECT value FROM counters WHERE key = $1", key)
@@ -321,6 +327,22 @@ class PostgresStore(Store):
             "INSERT INTO subscriptions (app_id, user_id, plan, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (app_id, user_id) DO UPDATE SET plan = excluded.plan, updated_at = excluded.updated_at",
             app_id, user_id, plan, utc_now())
+
+    # -- wake-ups ----------------------------------------------------------------------------
+    async def set_wakeup(self, app_id: str, user_id: str, chat_id: str, wake_at: float | None) -> None:
+        pool = await self._connections()
+        if wake_at is None:
+            await pool.execute(f"DELETE FROM wakeups WHERE {_OWNED}", chat_id, app_id, user_id)
+            return
+        await pool.execute("INSERT INTO wakeups (chat_id, app_id, user_id, wake_at) VALUES ($1, $2, $3, $4) "
+                           "ON CONFLICT (chat_id) DO UPDATE SET wake_at = excluded.wake_at "
+                           "WHERE wakeups.app_id = excluded.app_id AND wakeups.user_id = excluded.user_id",
+                           chat_id, app_id, user_id, wake_at)
+
+    async def list_wakeups(self) -> list[Wakeup]:
+        pool = await self._connections()
+        rows = await pool.fetch("SELECT app_id, user_id, chat_id, wake_at FROM wakeups ORDER BY wake_at")
+        return [Wakeup.model_validate(dict(row)) for row in rows]
 
     # -- fan-outs ----------------------------------------------------------------------------
     async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:

@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 from mozaiks.errors import ChatExists, ChatNotFound, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
-    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, check_seqs, check_usage, decode_cursor, encode_cursor,
+    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs, check_usage, decode_cursor, encode_cursor,
     installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
-    Store, StoredEvent, UsageRecord,
+    Store, StoredEvent, UsageRecord, Wakeup,
 )
 
 T = TypeVar("T")
@@ -108,6 +108,7 @@ _SCHEMA = (
         body TEXT NOT NULL
     ) WITHOUT ROWID""",
     INSTALLED_TABLE + " WITHOUT ROWID",
+    *WAKEUP_SCHEMA,
 )
 
 _CHAT_COLUMNS = ("chat_id, app_id, user_id, workflow_name, status, phase, created_at, updated_at, epoch, "
@@ -358,6 +359,10 @@ class SQLiteStore(Store):
 
         return await self._read(work)
 
+    async def prune_usage(self, before: str) -> int:
+        cutoff = normalize_ts(before)
+        return await self._write(lambda conn: conn.execute("DELETE FROM usage WHERE timestamp < ?", (cutoff,)).rowcount)
+
     async def counter_add(self, key: str, amount: int) -> int:
         def work(conn: sqlite3.Connection) -> int:
             return int(conn.execute(
@@ -406,6 +411,26 @@ class SQLiteStore(Store):
                          "updated_at = excluded.updated_at", (app_id, user_id, plan, utc_now()))
 
         await self._write(work)
+
+    # -- wake-ups ----------------------------------------------------------------------------
+    async def set_wakeup(self, app_id: str, user_id: str, chat_id: str, wake_at: float | None) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if wake_at is None:
+                conn.execute(f"DELETE FROM wakeups WHERE {_OWNED}", (chat_id, app_id, user_id))
+                return
+            conn.execute("INSERT INTO wakeups (chat_id, app_id, user_id, wake_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (chat_id) DO UPDATE SET wake_at = excluded.wake_at "
+                         "WHERE app_id = excluded.app_id AND user_id = excluded.user_id",
+                         (chat_id, app_id, user_id, wake_at))
+
+        await self._write(work)
+
+    async def list_wakeups(self) -> list[Wakeup]:
+        def work(conn: sqlite3.Connection) -> list[Wakeup]:
+            rows = conn.execute("SELECT app_id, user_id, chat_id, wake_at FROM wakeups ORDER BY wake_at").fetchall()
+            return [Wakeup.model_validate(dict(row)) for row in rows]
+
+        return await self._read(work)
 
     # -- fan-outs ----------------------------------------------------------------------------
     async def create_fanout(self, fanout: FanOutRecord) -> FanOutRecord:

@@ -1,0 +1,99 @@
+"""A passivated chat's wait deadline lives in the store: after the whole runtime stopped and
+started again, the input request still times out on time, with nobody connected.
+
+Like tests/test_crash_restart.py, the runtime runs in a subprocess (Ray cannot be restarted
+inside the test process, which shares one runtime among the tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from mozaiks.client import BrokerClient
+from mozaiks.settings import Settings
+from mozaiks.store import open_store
+from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port, user_token
+from tests.lifecycle_support import RawSocket, passivated
+
+USER = "deadline-keeper"
+
+
+def _settings(data_dir: Path, workflows_dir: Path) -> Settings:
+    return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, port=free_port(),
+                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
+                    runtime_token_secret=SecretStr(RUNTIME_SECRET), warm_pool_size=1, idle_timeout_s=0.2)
+
+
+async def _open_wait_and_passivate(http_url: str, store_url: str) -> dict[str, Any]:
+    async with BrokerClient(http_url, user_token(USER)) as broker:
+        session = await broker.create_session("timeout_restart")
+        sock = await RawSocket.open(session)
+        request = await sock.next("chat.input_request")
+        await sock.close()
+        await passivated(session.chat_id)
+    store = open_store(store_url)
+    chat = await store.get_chat(APP_ID, USER, session.chat_id)
+    await store.close()
+    assert chat is not None
+    return {"chat_id": session.chat_id, "request_id": request["data"]["request_id"],
+            "deadline": chat.snapshot["pending_input"]["timeout_at"]}
+
+
+async def _timeout_event(http_url: str, chat_id: str) -> dict[str, Any]:
+    """Watches the log from outside (no socket: a connection would activate the chat itself)."""
+    async with BrokerClient(http_url, user_token(USER)) as broker:
+        async with asyncio.timeout(60):
+            while True:
+                events = (await broker.events(chat_id, limit=1000))["events"]
+                found = [e for e in events if e["type"] == "chat.input_timeout"]
+                if found:
+                    return {"timeout": found[0], "types": [e["type"] for e in events]}
+                await asyncio.sleep(0.1)
+
+
+def _run(data_dir: Path, workflows_dir: Path) -> dict[str, Any]:
+    import ray
+
+    from serve_app.launch import start_runtime
+
+    settings = _settings(data_dir, workflows_dir)
+    info = start_runtime(settings, num_cpus=2)
+    before = asyncio.run(_open_wait_and_passivate(info.http_url, settings.resolved_store_url))
+    ray.shutdown()  # the whole runtime: Serve, the directory and its in-memory wake-ups go
+    stopped = time.time()
+    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    started = time.time()
+    after = asyncio.run(_timeout_event(info.http_url, before["chat_id"]))
+    return {**before, **after, "stopped": stopped, "started": started}
+
+
+def test_a_passivated_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_path, workflows_dir):
+    done = subprocess.run([sys.executable, "-m", "tests.test_wait_deadline_restart", str(tmp_path / "data"),
+                           str(workflows_dir)], cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["stopped"] < result["deadline"], "the runtime stopped after the deadline: nothing to show"
+    assert result["timeout"]["data"]["request_id"] == result["request_id"]
+    fired = datetime.fromisoformat(result["timeout"]["timestamp"]).timestamp()
+    deadline, started = result["deadline"], result["started"]
+    assert fired >= deadline
+    if started < deadline:
+        assert fired <= deadline + 1.0, f"fired {fired - deadline:.2f} s after its deadline"
+    else:
+        # A loaded machine took longer to restart than the wait had left: nothing runs while the
+        # runtime is down, so the timeout fires as the runtime comes back (before it serves HTTP).
+        assert fired <= started + 1.0, f"fired {fired - started:.2f} s after the restart"
+    assert result["types"][-1] == "chat.run_complete"
+
+
+if __name__ == "__main__":
+    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]))))
