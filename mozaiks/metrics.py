@@ -66,7 +66,8 @@ class Counter(_Metric):
         self._ray.inc(value, tags)
 
     def inc(self, value: float = 1.0, **tags: object) -> None:
-        self._record(value, tags)
+        if value > 0:  # Ray refuses 0 (a scripted model's call uses no tokens); it adds nothing anyway
+            self._record(value, tags)
 
 
 class Gauge(_Metric):
