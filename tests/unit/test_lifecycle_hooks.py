@@ -40,6 +40,8 @@ class Runner:
         self.ran.append(spec.name)
         if spec.name == "check_wire":
             raise RuntimeError("task lost")  # the runner itself failing, not the tool
+        if spec.name == "archive":  # it called use_ui_tool: nobody is there to answer
+            return ToolOutcome(status="ok", result={"summary": "x"}, ui_requested=True, context_changes={"archived": True})
         return ToolOutcome(status="ok", result=spec.name, context_changes={"desk_open": True})
 
 
@@ -72,3 +74,6 @@ async def test_a_pre_condition_hands_the_turn_on_before_the_agent_point() -> Non
     assert tools.ran == [] and state.run_turns == 2  # not the first turn: no before_chat either
     events = await hooks.after_chat()  # returned for the run's last commit, not committed here
     assert [p.name for _, p in events if isinstance(p, ToolCall)] == ["archive"]
+    answer = next(p for _, p in events if isinstance(p, ToolResponse))
+    assert answer.status == "error" and answer.error == "a lifecycle tool cannot open a UI (use_ui_tool)"
+    assert "archived" not in state.context
