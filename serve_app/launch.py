@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray import serve
@@ -16,6 +17,7 @@ from actors.directory import get_directory
 from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
 from serve_app.ingress import build_app
+from serve_app.status import write_address
 from mozaiks import logs
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
@@ -43,15 +45,16 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         if address:
-            _join_cluster(address)
+            join_cluster(address)
         else:
             # Without an address, always a fresh local instance: never silently join whatever
             # `ray start` cluster happens to run on this machine.
             ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, resources=resources,
                      include_dashboard=False, configure_logging=False,
                      _metrics_export_port=settings.metrics_export_port)
-            global _owns_ray
+            global _owns_ray, _address_file
             _owns_ray = True
+            _address_file = write_address(settings.data_dir)  # for `mozaiks status` on this machine
     asyncio.run(_init_store(settings.resolved_store_url))
     directory = get_directory(settings)
     asyncio.run(directory.ready())
@@ -79,9 +82,10 @@ class ClusterJoinError(Exception):
 
 
 _owns_ray = False  # this process started the Ray it runs on (then stopping stops that Ray too)
+_address_file: Path | None = None  # where that Ray's address is written for `mozaiks status`
 
 
-def _join_cluster(address: str) -> None:
+def join_cluster(address: str) -> None:
     """``ray.init`` against an existing cluster, turning its failures into one clear line.
 
     A refused auth token makes Ray's core print a warning per retry for about half a minute and
@@ -114,7 +118,10 @@ def _join_cluster(address: str) -> None:
 
 
 def stop_runtime() -> None:
-    global _owns_ray
+    global _owns_ray, _address_file
+    if _address_file is not None:
+        _address_file.unlink(missing_ok=True)
+        _address_file = None
     serve.shutdown()
     ray.shutdown()
     _owns_ray = False

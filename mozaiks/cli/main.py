@@ -233,6 +233,42 @@ def cancel(chat_id: str, url: Url = None, token: Token = None, user: User = "ali
     print(json.dumps(result) if as_json else f"cancel {chat_id}: {result}")
 
 
+@app.command()
+def status(address: Annotated[str | None, typer.Option(help="the Ray cluster's address (default: the private "
+                                                             "Ray of `mozaiks run` on this machine, else 'auto')")] = None,
+           as_json: Json = False) -> None:
+    """The runtime on its Ray cluster: the Serve application, resident sessions, warm pool, nodes."""
+    _send_ray_token_if_present()  # before Ray is imported
+    from mozaiks.settings import load_settings
+    from serve_app.launch import APP_NAME, ClusterJoinError, join_cluster
+    from serve_app.status import NoRuntime, read_address, runtime_status
+
+    address = address or read_address(load_settings().data_dir) or "auto"
+    try:
+        join_cluster(address)
+        report = runtime_status(APP_NAME)
+    except (ClusterJoinError, NoRuntime) as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(report.model_dump_json())
+        return
+    out = Console()
+    app_state = report.application
+    out.print(f"application [bold]{APP_NAME}[/bold]: {app_state.status if app_state else 'not deployed'}"
+              + (f" ({app_state.message})" if app_state and app_state.message else ""))
+    for name, deployment in (app_state.deployments if app_state else {}).items():
+        replicas = ", ".join(f"{n} {state.lower()}" for state, n in deployment.replicas.items())
+        out.print(f"  {name}: {deployment.status} ({replicas or 'no replicas'})")
+    out.print(f"sessions: {report.resident} resident (at most {report.max_resident_sessions} a node), warm pool "
+              f"{report.pool} of {report.warm_pool_size}, idle timeout {report.idle_timeout_s:g} s")
+    table = Table("node", "address", "alive", "CPUs", "resident", "pool")
+    for node in report.nodes:
+        table.add_row(node.node_id[:12], node.address, "yes" if node.alive else "no", f"{node.cpus:g}",
+                      str(node.resident), str(node.pool))
+    out.print(table)
+
+
 def main() -> None:
     app()
 
