@@ -186,54 +186,19 @@ def load_workflows(root: Path) -> dict[str, Workflow]:
 
 
 def _load(folder: Path, base: Path) -> Workflow:
-    docs = {
-        stem: _read(folder, stem, base)
-        for stem in ("orchestrator", "agents", "handoffs", "tools", "context_variables", "structured_outputs")
-    }
-    for stem in ("orchestrator", "agents"):
-        if docs[stem] is None:
-            raise WorkflowError(_display(folder / f"{stem}.json", base), "$", f"missing: a workflow needs {stem}.json (or .yaml)")
-
+    docs = _read_docs(folder, base)
     collect = _Collector()
     orchestrator_doc = docs["orchestrator"]
     assert orchestrator_doc is not None
-    raw, orchestrator_path = _unwrap(orchestrator_doc.data, "orchestrator")
-    raw = {} if raw is None else raw  # an empty YAML file: every setting at its default
-    if isinstance(raw, dict) and "name" not in raw and "workflow_name" not in raw:
-        raw = {**raw, "name": folder.name}
-    orchestrator = collect.validate(OrchestratorConfig, raw, orchestrator_doc.file, orchestrator_path)
-    if orchestrator is not None and orchestrator.name != folder.name:
-        # Workflows are looked up by folder (catalog, broker requests, pack graph): one name only.
-        key = "workflow_name" if "workflow_name" in raw and "name" not in raw else "name"
-        collect.add(orchestrator_doc.file, _join(orchestrator_path, key), f"must be the folder name {folder.name!r}")
-
-    sections = {
-        "agents": collect.items(docs["agents"], "agents", ("agents",), named=True),
-        "handoffs": collect.items(docs["handoffs"], "handoffs", ("handoff_rules",), named=False),
-        "tools": collect.items(docs["tools"], "tools", ("tools",), named=False),
-        # MozaiksAI keeps them next to `tools` in tools.json: only that mapping form can have them.
-        "lifecycle_tools": collect.items(docs["tools"] if _has_key(docs["tools"], "tools", "lifecycle_tools")
-                                         else None, "tools", ("lifecycle_tools",), named=False),
-        "context_variables": collect.items(
-            docs["context_variables"], "context_variables", ("definitions", "variables"), named=True
-        ),
-    }
+    orchestrator, orchestrator_path = _load_orchestrator(folder, orchestrator_doc, collect)
+    sections = _sections(docs, collect)
     agents = collect.validate_all(AgentConfig, sections["agents"])
     handoffs = collect.validate_all(HandoffRule, sections["handoffs"])
     tools = collect.validate_all(ToolSpec, sections["tools"])
     lifecycle_tools = collect.validate_all(LifecycleTool, sections["lifecycle_tools"])
     variables = collect.validate_all(ContextVariable, sections["context_variables"])
-
     outputs_doc = docs["structured_outputs"]
-    outputs_raw, outputs_path = _unwrap(outputs_doc.data, "structured_outputs") if outputs_doc else ({}, "")
-    outputs_raw = {} if outputs_raw is None else outputs_raw
-    if outputs_doc is not None and isinstance(outputs_raw, dict) and isinstance(outputs_raw.get("models"), dict):
-        translated, model_errors = translate_models(outputs_raw["models"])
-        for name, error in model_errors.items():
-            where = _join(_join(outputs_path, "models"), name)
-            collect.add(outputs_doc.file, _join(where, error.path) if error.path else where, str(error))
-        outputs_raw = {**outputs_raw, "models": translated}
-    outputs = collect.validate(StructuredOutputs, outputs_raw, outputs_doc.file if outputs_doc else "", outputs_path)
+    outputs, outputs_path = _load_outputs(outputs_doc, collect)
     if not agents and not collect.issues:
         collect.add(sections["agents"].file, "agents", "a workflow needs at least one agent")
     warnings: list[Issue] = []
@@ -255,20 +220,72 @@ def _load(folder: Path, base: Path) -> Workflow:
     collect.raise_if_any()
 
     parts["fan_out"] = _load_fan_out(folder, base, parts["agents"], outputs)
-
-    trees: dict[Path, ast.Module | str] = {}
-    parts["tools"] = [
-        _check_tool_file(folder, tool, sections["tools"].file, path, trees, collect)
-        for tool, path in zip(tools, sections["tools"].paths)
-    ]
-    parts["lifecycle_tools"] = [
-        _check_lifecycle_tool(folder, hook, sections["lifecycle_tools"].file, path, trees, collect)
-        for hook, path in zip(lifecycle_tools, sections["lifecycle_tools"].paths)
-    ]
+    parts["tools"], parts["lifecycle_tools"] = _check_tool_files(folder, sections, tools, lifecycle_tools, collect)
     collect.raise_if_any()
     for warning in warnings:
         log.warning("workflow %s: %s", folder.name, warning)
     return Workflow(**parts)
+
+
+def _read_docs(folder: Path, base: Path) -> dict[str, _Doc | None]:
+    docs = {
+        stem: _read(folder, stem, base)
+        for stem in ("orchestrator", "agents", "handoffs", "tools", "context_variables", "structured_outputs")
+    }
+    for stem in ("orchestrator", "agents"):
+        if docs[stem] is None:
+            raise WorkflowError(_display(folder / f"{stem}.json", base), "$", f"missing: a workflow needs {stem}.json (or .yaml)")
+    return docs
+
+
+def _load_orchestrator(folder: Path, doc: _Doc, collect: _Collector) -> tuple[OrchestratorConfig | None, str]:
+    raw, path = _unwrap(doc.data, "orchestrator")
+    raw = {} if raw is None else raw  # an empty YAML file: every setting at its default
+    if isinstance(raw, dict) and "name" not in raw and "workflow_name" not in raw:
+        raw = {**raw, "name": folder.name}
+    orchestrator = collect.validate(OrchestratorConfig, raw, doc.file, path)
+    if orchestrator is not None and orchestrator.name != folder.name:
+        # Workflows are looked up by folder (catalog, broker requests, pack graph): one name only.
+        key = "workflow_name" if "workflow_name" in raw and "name" not in raw else "name"
+        collect.add(doc.file, _join(path, key), f"must be the folder name {folder.name!r}")
+    return orchestrator, path
+
+
+def _sections(docs: dict[str, _Doc | None], collect: _Collector) -> dict[str, _Items]:
+    return {
+        "agents": collect.items(docs["agents"], "agents", ("agents",), named=True),
+        "handoffs": collect.items(docs["handoffs"], "handoffs", ("handoff_rules",), named=False),
+        "tools": collect.items(docs["tools"], "tools", ("tools",), named=False),
+        # MozaiksAI keeps them next to `tools` in tools.json: only that mapping form can have them.
+        "lifecycle_tools": collect.items(docs["tools"] if _has_key(docs["tools"], "tools", "lifecycle_tools")
+                                         else None, "tools", ("lifecycle_tools",), named=False),
+        "context_variables": collect.items(
+            docs["context_variables"], "context_variables", ("definitions", "variables"), named=True
+        ),
+    }
+
+
+def _load_outputs(doc: _Doc | None, collect: _Collector) -> tuple[StructuredOutputs | None, str]:
+    raw, path = _unwrap(doc.data, "structured_outputs") if doc else ({}, "")
+    raw = {} if raw is None else raw
+    if doc is not None and isinstance(raw, dict) and isinstance(raw.get("models"), dict):
+        translated, model_errors = translate_models(raw["models"])
+        for name, error in model_errors.items():
+            where = _join(_join(path, "models"), name)
+            collect.add(doc.file, _join(where, error.path) if error.path else where, str(error))
+        raw = {**raw, "models": translated}
+    return collect.validate(StructuredOutputs, raw, doc.file if doc else "", path), path
+
+
+def _check_tool_files(folder: Path, sections: dict[str, _Items], tools: list[ToolSpec],
+                      lifecycle_tools: list[LifecycleTool], collect: _Collector) -> tuple[list[ToolSpec], list[LifecycleTool]]:
+    """Each tool's file and function, parsed once per file."""
+    trees: dict[Path, ast.Module | str] = {}
+    checked_tools = [_check_tool_file(folder, tool, sections["tools"].file, path, trees, collect)
+                     for tool, path in zip(tools, sections["tools"].paths)]
+    checked_hooks = [_check_lifecycle_tool(folder, hook, sections["lifecycle_tools"].file, path, trees, collect)
+                     for hook, path in zip(lifecycle_tools, sections["lifecycle_tools"].paths)]
+    return checked_tools, checked_hooks
 
 
 # MozaiksAI hook types: AG2 message hooks that rewrite an agent's messages or state in place.
