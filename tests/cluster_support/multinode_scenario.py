@@ -28,8 +28,8 @@ from ray.cluster_utils import Cluster
 from websockets.exceptions import WebSocketException
 
 from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, Session
-from serve_app.launch import start_runtime, stop_runtime
 from mozaiks.settings import Settings
+from tests.cluster_support.cluster_runtime import runtime_on
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,17 +187,11 @@ def main(workdir: Path) -> None:
     started = time.monotonic()
     cluster, nodes = start_cluster()
     timings["cluster_start_s"] = time.monotonic() - started
-    try:
-        started = time.monotonic()
-        info = start_runtime(runtime_settings(workdir, free_port()), address=cluster.address)
+    started = time.monotonic()
+    with runtime_on(cluster, runtime_settings(workdir, free_port())) as info:
         timings["runtime_start_s"] = time.monotonic() - started
         result = asyncio.run(drive(info, cluster, nodes, markers))
         result["timings"] = {**timings, **result["timings"]}
-    finally:
-        try:
-            stop_runtime()
-        finally:
-            cluster.shutdown()
     print(json.dumps(result))
 
 
