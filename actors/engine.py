@@ -84,8 +84,19 @@ class SessionEngine:
                 and self.steps.step == "idle" and self.status == "active"):
             await self._start_run(None, from_user=False)
 
+    async def _run_end_hook(self) -> None:
+        """The hook of the run that just ended (or, on activation, of one whose owner died before
+        the hook finished): idempotent, so running it again is always safe. The cleared mark is
+        persisted with the next commit; until then a re-activation merely runs it once more."""
+        status = self.state.run_end_due
+        if status is not None and self.on_run_end is not None:
+            await self.on_run_end(status)
+        self.state.run_end_due = None
+
     async def resume(self) -> None:
         """Continue whatever the previous owner was doing when it stopped."""
+        if self.steps.step == "idle" and self.state.run_end_due is not None:
+            await self._run_end_hook()
         if self.steps.busy:
             # Tool calls the previous owner had started may or may not have run.
             self.tools.resumed = self.steps.step == "tools"
@@ -253,10 +264,10 @@ class SessionEngine:
         self.state.usage = type(run_usage)()
         self.validation.reset()
         metrics.RUNS.inc(**metrics.chat_tags(self.chat), status=run_status)
+        self.state.run_end_due = run_status if self.on_run_end is not None else None
         await self.commit(events + [usage.summary(run_usage), (None, ev.RunComplete(
             run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))])
-        if self.on_run_end is not None:
-            await self.on_run_end(run_status)
+        await self._run_end_hook()
         if self.state.queue:
             await self._start_run(self.state.queue.pop(0))
 

@@ -5,8 +5,9 @@ started at once — nobody has opened them yet.
 One user's pass through a journey is an *instance*, named by the chat id of its first step; the
 chats it creates carry ``{"journey": {"id", "instance", "step"}}`` in their context, next to the
 first chat's own context. A parallel step advances only when every member completed. Each member
-is counted once, atomically in the store, so of members finishing together in different actors
-exactly one advances it.
+is counted once, atomically in the store, and the step is claimed once, so of members finishing
+together in different actors exactly one advances it. Advancing is idempotent and re-run when
+the session died between a run's end and the end of its hook.
 """
 
 from __future__ import annotations
@@ -60,23 +61,36 @@ def _positions(chat: ChatRecord, pack: PackGraph) -> list[tuple[JourneyProgress,
 
 
 async def _advance(engine: SessionEngine, progress: JourneyProgress, instance: str) -> None:
+    """Every step here is idempotent, so the whole advance runs again, safely, when the session
+    died part-way (``SessionEngine.resume`` re-runs the run-end hook): each member's completion is
+    its own once-only counter, the step is claimed by exactly one member (who may claim it again),
+    the next chats are created under idempotency keys, starting a started chat does nothing, and
+    ``chat.journey_next`` is committed once, with the snapshot that remembers it was."""
     store, chat = engine.store, engine.chat
+    announced = f"{progress.journey_id}:{instance}:{progress.step_index}"
+    if announced in engine.state.journeys_announced:
+        return  # a later run of the same chat, or a re-run after everything was done
     step_key = f"journey:{chat.app_id}:{chat.user_id}:{instance}:{progress.step_index}"
-    first_time, _ = await store.counter_try_consume(f"{step_key}:{chat.workflow_name}", 1, 1)
-    if not first_time:
-        return  # this member was counted already (a later run of the same chat)
-    # Each member adds its own bit, once: every sum returned is an exact snapshot of who completed.
-    done = await store.counter_add(f"{step_key}:done", 1 << progress.step.index(chat.workflow_name))
-    waiting = [name for i, name in enumerate(progress.step) if not done >> i & 1]
+    await store.counter_try_consume(f"{step_key}:{chat.workflow_name}", 1, 1)
+    done = [await store.counter_get(f"{step_key}:{name}") > 0 for name in progress.step]
+    waiting = [name for name, ended in zip(progress.step, done, strict=True) if not ended]
     created: list[ChatRecord] = []
-    if not waiting:
+    if not waiting and await _claim(store, f"{step_key}:advanced", progress.step.index(chat.workflow_name) + 1):
         tag = JourneyTag(id=progress.journey_id, instance=instance, step=progress.step_index + 1)
         created = list(await asyncio.gather(*(_create(store, chat, tag, name) for name in progress.next_step)))
+        await asyncio.gather(*(_start(c) for c in created))
+    engine.state.journeys_announced.append(announced)
     await engine.commit([(None, JourneyNext(
         journey_id=progress.journey_id, instance=instance, step=progress.step_index,
         next=[JourneyChat(workflow_name=c.workflow_name, chat_id=c.chat_id) for c in created],
         waiting_for=waiting))])
-    await asyncio.gather(*(_start(c) for c in created))
+
+
+async def _claim(store: Store, key: str, member: int) -> bool:
+    """Whether ``member`` (1-based) is the one that advances the step: the first to ask, or the
+    same one asking again."""
+    claimed, value = await store.counter_try_consume(key, member, member)
+    return claimed or value == member
 
 
 async def _create(store: Store, chat: ChatRecord, tag: JourneyTag, workflow_name: str) -> ChatRecord:

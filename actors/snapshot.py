@@ -107,3 +107,7 @@ class SessionSnapshot(BaseModel):
     # The last lifecycle point whose tools ran, so a resumed turn does not run them twice.
     lifecycle_point: str | None = None
     greeted: bool = False  # the workflow's initial_message_to_user was shown
+    # The status of the last run while its end hook (journeys) has not finished: written with its
+    # chat.run_complete, so a session that dies in between runs the hook again on activation.
+    run_end_due: str | None = None
+    journeys_announced: list[str] = Field(default_factory=list)  # chat.journey_next sent, per step

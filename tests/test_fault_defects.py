@@ -71,3 +71,43 @@ async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in
     history = (await broker.events(session.chat_id, limit=1000))["events"]
     unsafe = [e for e in history if e["type"] == "chat.tool_response" and e["data"]["name"] == "unsafe_step"]
     assert len(unsafe) == 1 and unsafe[0]["data"]["status"] == "error"
+
+
+async def test_a_session_killed_between_a_run_end_and_its_journey_hook_still_advances_the_journey(broker_for):
+    broker = broker_for("journey-crash")
+    sessions = directory()
+    directory_pid = await sessions.actor.pid.remote()
+    session = await broker.create_session("j_a", context={"topic": "t"})
+    sock = await RawSocket.open(session)  # AgentDriven: its run starts now, and streams for ~1.5 s
+    await sock.next("chat.text_delta")
+    victim = await sessions.peek(session.chat_id)
+    assert victim is not None
+    pid = await victim.pid()
+    async with _frozen(directory_pid):  # the hook cannot start the next step's chats
+        done = await sock.next("chat.run_complete")
+        assert done["data"]["status"] == "completed"
+        os.kill(pid, signal.SIGKILL)  # after the run's end is durable, before its hook finished
+        await _dead(victim.actor)
+    await sock.close()
+
+    # The re-activated session runs the hook again: the journey advances exactly once.
+    async def announced() -> list[dict[str, Any]]:
+        events = (await broker.events(session.chat_id, limit=1000))["events"]
+        return [e for e in events if e["type"] == "chat.journey_next"]
+
+    async with asyncio.timeout(60):
+        while not (found := await announced()):
+            await asyncio.sleep(0.1)
+    [journey_next] = found
+    nxt = {c["workflow_name"]: c["chat_id"] for c in journey_next["data"]["next"]}
+    assert set(nxt) == {"j_b", "j_c"}
+    rows = (await broker.list_sessions(limit=100))["sessions"]
+    for name in ("j_b", "j_c"):  # created once, however often the hook ran
+        assert [r["chat_id"] for r in rows if r["workflow_name"] == name] == [nxt[name]]
+    for chat_id in nxt.values():  # each next chat was started, though nobody opened it
+        async with asyncio.timeout(60):
+            while not [e for e in (await broker.events(chat_id))["events"] if e["type"] == "chat.run_start"]:
+                await asyncio.sleep(0.1)
+    history = (await broker.events(session.chat_id, limit=1000))["events"]
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    assert [e["type"] for e in history].count("chat.run_complete") == 1
