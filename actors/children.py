@@ -91,6 +91,22 @@ async def fan_out(engine: RunHost, journey: MidFlightJourney, agent_name: str,
     await advance(engine)
 
 
+async def fan_out_from_tool(engine: RunHost, agent_name: str, request: dict[str, Any]) -> None:
+    """A tool's ``ToolContext.start_children``: the same fan-out, with the journey its request spells
+    (resuming, unless it says otherwise, at the agent that called the tool)."""
+    fan_in = {k: v for k, v in (request.get("fan_in") or {}).items() if v is not None}
+    resume = fan_in.setdefault("resume_agent", agent_name)
+    try:
+        journey = MidFlightJourney.model_validate({"id": f"tool:{agent_name}", "trigger_agent": agent_name,
+                                                   "fan_out": request.get("fan_out") or {}, "fan_in": fan_in})
+        engine.workflow.agent(resume)
+    except (ValidationError, KeyError) as exc:
+        message = f"unknown resume_agent {resume!r}" if isinstance(exc, KeyError) else str(exc)
+        await engine.finish("failed", events=[error_event(agent_name, "invalid_fan_out", message)])
+        return
+    await fan_out(engine, journey, agent_name, None, [], [], {"children": request.get("children")})
+
+
 async def _known_workflows(engine: RunHost, requests: list[ChildRequest]) -> set[str]:
     """The requested workflows this chat's app has (a host without a source trusts them all)."""
     names = {r.workflow for r in requests}

@@ -44,6 +44,7 @@ class PendingTools(BaseModel):
     transfer: str | None = None  # an LLM handoff chosen in the same reply, applied after the tools
     ui_call: ToolCallRequest | None = None  # a UI tool of the same reply, opened once the tools are done
     then_route: bool = False  # the runtime's own call of an auto-invoked tool: the turn ends after it
+    children: dict[str, Any] | None = None  # a tool's ToolContext.start_children, started after the tools
 
 
 class PendingChildren(BaseModel):

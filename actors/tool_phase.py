@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import waits
+from actors import children, waits
 from actors.commits import EventSpec, error_event
 from actors.run_host import RunHost
 from actors.snapshot import PendingTools, PendingUi
@@ -152,6 +152,8 @@ class ToolPhase:
         await run_tools(pending, todo, specs, self.runner, self._tool_context_changes, self.host.commit)
         if self.host.state.cancel_after_turn:
             await self.host.finish("cancelled")
+        elif pending.children is not None:
+            await children.fan_out_from_tool(self.host, pending.agent, pending.children)
         elif pending.ui_call is not None:
             await self._open_ui_wait(pending.agent, pending.ui_call, specs[pending.ui_call.name], pending.then_route)
         elif pending.transfer or pending.then_route:
@@ -161,6 +163,9 @@ class ToolPhase:
             await self.host.commit([])
 
     def _tool_context_changes(self, call: ToolCallRequest, outcome: ToolOutcome) -> list[EventSpec]:
+        pending = self.host.state.pending_tools
+        if outcome.children is not None and pending is not None:
+            pending.children = outcome.children  # durable with this answer's commit
         return [self.host.triggers.set(k, v) for k, v in outcome.context_changes.items()]
 
     def _specs(self, agent_name: str) -> dict[str, ToolSpec]:

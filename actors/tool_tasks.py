@@ -29,6 +29,7 @@ class ToolOutcome(BaseModel):
     ended_at: float = 0.0
     node_id: str | None = None
     ui_requested: bool = False
+    children: dict[str, Any] | None = None  # ToolContext.start_children's request
 
 
 # An installed workflow's files as one object per version, put once by the session's process.
@@ -56,7 +57,8 @@ def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str,
         ray.cloudpickle.register_pickle_by_value(sys.modules[fn.__module__])
         result = call_tool(fn, arguments, ctx)
         return ToolOutcome(status="ok", result=result, context_changes=ctx.context_changes,
-                           started_at=started, ended_at=time.time(), node_id=node_id).model_dump()
+                           children=ctx.children_request, started_at=started, ended_at=time.time(),
+                           node_id=node_id).model_dump()
     except UiRequested as request:  # a MozaiksAI UI tool asked for the user: its payload is the props
         return ToolOutcome(status="ok", result=request.payload, context_changes=ctx.context_changes,
                            ui_requested=True, started_at=started, ended_at=time.time(),

@@ -19,6 +19,8 @@ from mozaiks.client import BrokerClient
 
 T = TypeVar("T")
 
+ASKING = [{"workflow": "fo_child_ask", "key": f"q{i}", "context": {"item": str(i)}} for i in range(4)]
+
 # Two of each child workflow; items and votes make every merge mode's result distinct.
 CHILDREN = [
     {"workflow": "fo_child_a", "key": "a1", "context": {"item": "1", "vote": "yes"}},
@@ -75,6 +77,25 @@ def write_children(root: Path) -> None:
              "condition_type": "expression", "condition": "${answered} == true"}]},
     })
 
+    _write(root / "fo_code", {
+        "orchestrator.json": {"name": "fo_code", "startup_mode": "UserDriven", "initial_agent": "Worker",
+                              "human_in_the_loop": False, "max_turns": 6},
+        "agents.json": {"agents": [{"name": "Worker", "tools": ["split"], "model": {"provider": "scripted", "script": [
+            {"tool_calls": [{"name": "split", "arguments": {"parts": 3}}]},
+            {"text": "Parts: {context.parts}"}]}}]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": "Worker", "target_agent": "terminate", "handoff_type": "after_work"}]},
+        "tools.json": {"tools": [{"name": "split", "description": "Split the work into child chats",
+                                  "file": "split.py", "agents": ["Worker"]}]},
+    })
+    (root / "fo_code" / "tools" / "split.py").parent.mkdir(exist_ok=True)
+    (root / "fo_code" / "tools" / "split.py").write_text(
+        "from workflows.tool_context import ToolContext\n\n\n"
+        "def split(parts: int, ctx: ToolContext) -> str:\n"
+        "    ctx.start_children([{'workflow': 'fo_child_a', 'key': f'p{i}', 'context': {'item': str(i), 'vote': 'yes'}}\n"
+        "                        for i in range(parts)], merge_mode='deep_merge', inject_as='parts')\n"
+        "    return f'{parts} parts started'\n")
+
 
 def write_parent(root: Path, name: str, children: list[dict[str, Any]], fan_in: dict[str, Any],
                  fan_out: dict[str, Any] | None = None) -> str:
@@ -130,3 +151,36 @@ async def run_parent(broker: BrokerClient, workflow: str) -> tuple[str, list[dic
             if event["type"] == "chat.run_complete":
                 break
     return session.chat_id, seen
+
+
+def data(events: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if e["type"] == type_]
+
+
+def merged_value(events: list[dict[str, Any]], inject_as: str = "child_results") -> Any:
+    [value] = [d["value"] for d in data(events, "context_update") if d["variable"] == inject_as]
+    return value
+
+
+async def sessions(broker: BrokerClient) -> dict[str, dict[str, Any]]:
+    return {r["chat_id"]: r for r in (await broker.list_sessions(limit=100))["sessions"]}
+
+
+async def fan_out_to_askers(broker: BrokerClient, parent: str) -> tuple[str, list[str]]:
+    """Start ``parent`` and wait until its four children are started and each asks its user."""
+    session = await broker.create_session(parent)
+    async with await broker.connect(session) as conn:
+        await conn.say("split the work")
+
+    async def probe() -> list[str] | None:
+        started = [e["data"]["child_chat_id"] for e in await events_of(broker, session.chat_id, "chat.child_started")]
+        asked = [await events_of(broker, c, "chat.input_request") for c in started]
+        return started if len(started) == 4 and all(asked) else None
+    return session.chat_id, await eventually(probe)
+
+
+async def run_ended(broker: BrokerClient, chat_id: str) -> list[dict[str, Any]]:
+    async def probe() -> list[dict[str, Any]] | None:
+        found = await events_of(broker, chat_id)
+        return found if data(found, "chat.run_complete") else None
+    return await eventually(probe)

@@ -11,23 +11,17 @@ from typing import Any
 
 import pytest
 
-from mozaiks.client import BrokerClient, BrokerError
-from tests.children_support import CHILDREN, events_of, eventually, run_parent, write_children, write_parent
+from mozaiks.client import BrokerError
+from tests.children_support import (
+    ASKING, CHILDREN, data, eventually, events_of, fan_out_to_askers, merged_value, run_ended, run_parent, sessions,
+    write_children, write_parent,
+)
 from tests.conftest import APP_ID
 
 
 @pytest.fixture(scope="module", autouse=True)
 def child_workflows(workflows_dir: Path) -> None:
     write_children(workflows_dir)
-
-
-def data(events: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in events if e["type"] == type_]
-
-
-def merged_value(events: list[dict[str, Any]], inject_as: str = "child_results") -> Any:
-    [value] = [d["value"] for d in data(events, "context_update") if d["variable"] == inject_as]
-    return value
 
 
 def answer(by: str, item: str, vote: str) -> dict[str, Any]:
@@ -180,33 +174,6 @@ async def test_prompt_user_asks_before_resuming_with_the_rest(broker_for, workfl
     assert texts[-1]["agent"] == "Reporter"
 
 
-ASKING = [{"workflow": "fo_child_ask", "key": f"q{i}", "context": {"item": str(i)}} for i in range(4)]
-
-
-async def sessions(broker: BrokerClient) -> dict[str, dict[str, Any]]:
-    return {r["chat_id"]: r for r in (await broker.list_sessions(limit=100))["sessions"]}
-
-
-async def fan_out_to_askers(broker: BrokerClient, parent: str) -> tuple[str, list[str]]:
-    """Start ``parent`` and wait until its four children are started and each asks its user."""
-    session = await broker.create_session(parent)
-    async with await broker.connect(session) as conn:
-        await conn.say("split the work")
-
-    async def probe() -> list[str] | None:
-        started = [e["data"]["child_chat_id"] for e in await events_of(broker, session.chat_id, "chat.child_started")]
-        asked = [await events_of(broker, c, "chat.input_request") for c in started]
-        return started if len(started) == 4 and all(asked) else None
-    return session.chat_id, await eventually(probe)
-
-
-async def run_ended(broker: BrokerClient, chat_id: str) -> list[dict[str, Any]]:
-    async def probe() -> list[dict[str, Any]] | None:
-        found = await events_of(broker, chat_id)
-        return found if data(found, "chat.run_complete") else None
-    return await eventually(probe)
-
-
 async def test_the_timeout_ends_the_children_still_running(broker_for, workflows_dir):
     parent = write_parent(workflows_dir, "fo_parent_timeout", [*CHILDREN[:2], *ASKING[:2]],
                           {"merge_mode": "collect_all"}, {"timeout_seconds": 4})
@@ -284,3 +251,15 @@ async def test_clients_cannot_claim_to_be_a_child(broker_for):
         await broker_for("fo-forger").create_session(
             "fo_child_a", context={"fanout_parent": {"chat_id": "x", "fanout_id": "y", "index": 0}})
     assert (refused.value.status, refused.value.code) == (422, "invalid_request")
+
+
+async def test_a_tool_fans_out_through_its_tool_context(broker_for):
+    _, seen = await run_parent(broker_for("fo-code"), "fo_code")
+    assert data(seen, "chat.run_complete")[-1]["status"] == "completed"
+    assert [s["workflow_name"] for s in data(seen, "chat.child_started")] == ["fo_child_a"] * 3
+    [merged] = data(seen, "chat.children_merged")
+    assert (merged["merge_mode"], merged["resume_agent"], merged["completed"]) == ("deep_merge", "Worker", 3)
+    assert sorted(merged_value(seen, "parts")["items"]) == ["0", "1", "2"]
+    # The agent that called the tool goes on, with the merged result in its context.
+    last = [t for t in data(seen, "chat.text") if t["role"] == "assistant"][-1]
+    assert last["agent"] == "Worker" and json.loads(last["content"].removeprefix("Parts: "))["by"] == "a"

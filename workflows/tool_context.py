@@ -50,6 +50,7 @@ class ToolContext:
         # it runs once to get the props, then again with the user's answer, which use_ui_tool returns.
         self.ui_answered = False
         self.ui_response: Any = None
+        self.children_request: dict[str, Any] | None = None  # see start_children
 
     @property
     def context(self) -> Mapping[str, Any]:
@@ -65,6 +66,23 @@ class ToolContext:
         # Progress is cosmetic: an out-of-range fraction is clamped rather than failing the tool.
         if self.progress_sink is not None:
             self.progress_sink(min(max(float(fraction), 0.0), 1.0), message)
+
+    def start_children(self, children: list[dict[str, Any] | str], *, merge_mode: str = "collect_all",
+                       inject_as: str = "child_results", resume_agent: str | None = None,
+                       on_partial_failure: str = "resume_with_available", max_children: int = 0,
+                       timeout_seconds: float | None = None, output_contract: list[str] | None = None) -> None:
+        """Fan out from code: child chats (each ``{"workflow", "message", "context", "key"}``, as a
+        trigger agent's ``children``) start once this reply's tools are done; the agent's run waits
+        for them, then goes on at ``resume_agent`` (default: the agent that called the tool) with
+        the merged result in the context under ``inject_as`` — the same fan-out a
+        ``_pack/workflow_graph.json`` trigger declares. The request is checked by the session: a
+        bad one fails the run with ``invalid_fan_out``."""
+        self.children_request = {
+            "children": list(children),
+            "fan_out": {"max_children": max_children, "timeout_seconds": timeout_seconds},
+            "fan_in": {"merge_mode": merge_mode, "inject_as": inject_as, "resume_agent": resume_agent,
+                       "on_partial_failure": on_partial_failure, "output_contract": output_contract or []},
+        }
 
 
     def install_workflow(self, name: str, files: dict[str, str],
