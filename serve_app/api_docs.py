@@ -1,6 +1,7 @@
 """The interactive API page at /api/docs: Swagger UI over /api/openapi.json, served from the runtime
-itself (the ``swagger-ui-bundle`` package), never from a CDN, under the same strict CSP as the
-ChatUI: no inline script, nothing from another origin.
+itself, never from a CDN, under the same strict CSP as the ChatUI: no inline script, nothing from
+another origin. The files are Swagger UI 5 (it reads FastAPI's OpenAPI 3.1; Swagger UI 4 does not)
+as the ``fastapi-offline`` package ships them.
 
 On in local mode; in production only when ``MOZAIKS_API_DOCS=true``.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from swagger_ui_bundle import swagger_ui_path
+import fastapi_offline
 
 from mozaiks.protocol.errors import ApiError
 from mozaiks.settings import Settings
@@ -20,7 +21,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "object-src 'none'")
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 BUNDLE_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
-                "favicon-32x32.png": "image/png"}
+                "favicon.png": "image/png"}
 INIT_JS = """window.ui = SwaggerUIBundle({
   url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
   presets: [SwaggerUIBundle.presets.apis],
@@ -32,7 +33,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>mozaiks runtime API</title>
 <link rel="stylesheet" href="/api/docs/swagger-ui.css">
-<link rel="icon" type="image/png" href="/api/docs/favicon-32x32.png">
+<link rel="icon" type="image/png" href="/api/docs/favicon.png">
 </head>
 <body>
 <div id="swagger-ui"></div>
@@ -50,7 +51,7 @@ def docs_enabled(settings: Settings) -> bool:
 class ApiDocs:
     def __init__(self, settings: Settings) -> None:
         self.enabled = docs_enabled(settings)
-        self.root = Path(swagger_ui_path)
+        self.root = Path(fastapi_offline.__file__).parent / "static"
 
     def _check(self) -> None:
         if not self.enabled:

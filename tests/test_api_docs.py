@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -44,3 +45,28 @@ def test_production_mode_has_no_docs_page_unless_enabled(name: str) -> None:
         getattr(ApiDocs(production()), name)(*(["swagger-ui.css"] if name == "asset" else []))
     assert refused.value.status == 404
     assert ApiDocs(production(api_docs=True)).page().status_code == 200
+
+
+async def test_swagger_ui_renders_in_a_browser_under_the_csp(runtime: Any) -> None:
+    """The page works as served: the bundle runs under the CSP and renders the runtime's routes."""
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium as root)")
+    playwright = pytest.importorskip("playwright.async_api", reason="Playwright for Python is not installed")
+    async with playwright.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            requested: list[str] = []
+            page.on("request", lambda req: requested.append(req.url))
+            await page.goto(f"{runtime.http_url}/api/docs")
+            await page.locator(".swagger-ui .info .title").filter(has_text="mozaiks runtime").wait_for(timeout=30_000)
+            await page.locator(".opblock-summary-path", has_text="/api/mozaiks/sessions").first.wait_for()
+        finally:
+            await browser.close()
+    assert not problems
+    assert requested and all(url.startswith(runtime.http_url) or url.startswith("data:") for url in requested)
