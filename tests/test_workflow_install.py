@@ -187,7 +187,10 @@ async def test_an_install_belongs_to_its_app(http, service, broker_for):
     standalone = await http.post("/api/runtime/sessions", headers=service,
                                  json={"app_id": "other-app", "user_id": "olga", "workflow_name": name})
     assert (standalone.status_code, standalone.json()["error"]["code"]) == (404, "unknown_workflow")
-    await run_to_completion(broker_for("otto"), name)  # and in its own app it runs
+    await run_to_completion(broker_for("otto"), name)  # and in its own app it runs, from the broker
+    ours = await http.post("/api/runtime/sessions", headers=service,
+                           json={"app_id": APP_ID, "user_id": "otto", "workflow_name": name})
+    assert (ours.status_code, ours.json()["status"]) == (201, "created")  # and from a host's Standalone call
 
 
 async def test_uninstalled_workflows_no_longer_start(http, service, broker_for):
