@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -47,8 +49,8 @@ async def scrape_until(port: int, wanted: dict[str, dict[str, str]]) -> list[Sam
         await asyncio.sleep(1.0)
 
 
-async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(broker_for, http, settings, workflows_dir: Path,
-                                                                   fake_model: FakeOpenAI) -> None:
+async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(runtime, broker_for, http, settings,
+                                                                   workflows_dir: Path, fake_model: FakeOpenAI) -> None:
     # A scripted chat with a tool call and a handoff, and a chat on an OpenAI-protocol model.
     broker = broker_for("metrics-user")
     session = await broker.create_session("hello")
@@ -67,6 +69,14 @@ async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(broker_for, ht
     async with await broker.connect(session, last_seq=0) as conn:
         await conn.say("count")
         await collect_until(conn, "chat.run_complete", timeout=60)
+    # A session that dies (a chat of its own: a dead process's series leave the export with it)
+    # is counted, and the directory re-activates the chat from its log.
+    doomed = await broker.create_session("hello")
+    async with await broker.connect(doomed, last_seq=None) as conn:
+        await collect_until(conn, "chat.input_request")
+    crashed = await runtime.directory.peek(doomed.chat_id)
+    assert crashed is not None
+    os.kill(await crashed.pid(), signal.SIGKILL)
     refused = await http.post("/api/mozaiks/sessions", json={"workflow_name": "gated_admin"},
                               headers=auth_header("metrics-user"))
     assert refused.status_code == 403
@@ -75,7 +85,9 @@ async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(broker_for, ht
     lab = {"app_id": APP_ID, "workflow": "metrics_lab", "model": "fake-model"}
     samples = await scrape_until(settings.metrics_export_port, {
         "ray_mozaiks_activations_total": {"app_id": APP_ID},
-        "ray_mozaiks_sessions_resident": {},
+        "ray_mozaiks_passivations_total": {"app_id": APP_ID},  # after the idle timeout
+        "ray_mozaiks_session_crashes_total": {"app_id": APP_ID},
+        "ray_mozaiks_crash_reactivations_total": {"app_id": APP_ID},
         "ray_mozaiks_warm_pool_size": {},
         "ray_mozaiks_runs_total": {**hello, "status": "completed"},
         "ray_mozaiks_turns_total": {**hello, "agent": "Greeter", "status": "ok"},
@@ -93,6 +105,8 @@ async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(broker_for, ht
                                             "status_code": "201"},
         "ray_mozaiks_gate_refusals_total": {"reason": "not_entitled"},
     })
+    # Set for every node that ever held a session, zero once its chats passivated.
+    assert matching(samples, "ray_mozaiks_sessions_resident")
     prompt = matching(samples, "ray_mozaiks_model_tokens_total", **lab, kind="prompt")
     assert sum(value for *_, value in prompt) >= 31
     # Route templates, never raw paths: a chat id must not become a label value.
