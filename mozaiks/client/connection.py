@@ -9,24 +9,37 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import websockets
+from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 
 from mozaiks.protocol.events import Event
 
 
-class ChatEvent(Event):
+class _WireFields:
+    """Read a model like the wire's JSON object (``x["data"]``), for code written against the raw protocol."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:  # type: ignore[attr-defined]
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in type(self).model_fields else default  # type: ignore[attr-defined]
+
+
+class ChatEvent(_WireFields, Event):
     """One event as received: the envelope's fields, typed (``event.type``, ``event.seq``, …), and
     ``event.payload``, its data as the event's model (``ChatText``, ``ToolCall``, … from
     ``mozaiks.protocol.events``; None for a type newer than this client). It also reads like the
     wire's JSON object (``event["data"]``), for code written against the raw protocol."""
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in type(self).model_fields else default
+class MessageAck(_WireFields, BaseModel):
+    """The server's answer to a message this client sent (``ack.status``, ``ack.reason``)."""
+
+    id: Any = None
+    status: str  # accepted | duplicate | rejected (a str: a newer server may say more)
+    reason: str | None = None
 
 
 class ChatClosed(Exception):
@@ -41,7 +54,7 @@ class ChatConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
         self._events: asyncio.Queue[ChatEvent | ChatClosed] = asyncio.Queue()
-        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._acks: dict[str, asyncio.Future[MessageAck]] = {}
         self.last_seq = 0
         self.meta: dict[str, Any] = {}
         self.closed: ChatClosed | None = None
@@ -79,7 +92,7 @@ class ChatConnection:
                 if event.type == "ack":
                     future = self._acks.pop(str(event.data.get("id")), None)
                     if future is not None and not future.done():
-                        future.set_result(event.data)
+                        future.set_result(MessageAck.model_validate(event.data))
                     continue
                 seq = event.seq
                 if seq is not None:
@@ -118,16 +131,16 @@ class ChatConnection:
             except ChatClosed:
                 return
 
-    async def send(self, message: dict[str, Any], wait_ack: bool = True, timeout: float = 30.0) -> dict[str, Any] | None:
+    async def send(self, message: dict[str, Any], wait_ack: bool = True, timeout: float = 30.0) -> MessageAck | None:
         message.setdefault("id", uuid.uuid4().hex)
-        future: asyncio.Future[dict[str, Any]] | None = None
+        future: asyncio.Future[MessageAck] | None = None
         if wait_ack:
             future = asyncio.get_running_loop().create_future()
             self._acks[message["id"]] = future
         await self._ws.send(json.dumps(message))
         return await asyncio.wait_for(future, timeout) if future is not None else None
 
-    async def say(self, text: str, input_request_id: str | None = None, message_id: str | None = None) -> dict[str, Any]:
+    async def say(self, text: str, input_request_id: str | None = None, message_id: str | None = None) -> MessageAck:
         message: dict[str, Any] = {"type": "user.input.submit", "text": text}
         if input_request_id:
             message["input_request_id"] = input_request_id
@@ -137,12 +150,12 @@ class ChatConnection:
         assert ack is not None
         return ack
 
-    async def respond_ui(self, call_id: str, response: Any) -> dict[str, Any]:
+    async def respond_ui(self, call_id: str, response: Any) -> MessageAck:
         ack = await self.send({"type": "ui_tool_response", "call_id": call_id, "response": response})
         assert ack is not None
         return ack
 
-    async def cancel(self, mode: str = "immediate") -> dict[str, Any]:
+    async def cancel(self, mode: str = "immediate") -> MessageAck:
         ack = await self.send({"type": "chat.cancel", "mode": mode})
         assert ack is not None
         return ack
