@@ -44,6 +44,7 @@ from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.usage import prune_usage
 from mozaiks import logs, metrics
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
@@ -59,6 +60,7 @@ AUTO_RESTART_EVERY_S = 30.0
 # enough to absorb the churn of chats passivating and coming back, short enough to give the
 # memory of a burst back.
 POOL_KEEP_S = 60.0
+RETENTION_EVERY_S = 24 * 3600.0  # how often usage older than usage_retention_days is deleted
 GAUGES_EVERY_S = 2.0  # how often the per-node residency gauges are set (Ray exports every few seconds)
 
 
@@ -102,6 +104,7 @@ class SessionDirectory:
         self._refill_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
@@ -109,6 +112,8 @@ class SessionDirectory:
         await asyncio.gather(self._refill(), self._load_wakeups())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
+        if self._retention_task is None and self.settings.usage_retention_days is not None:
+            self._retention_task = self._spawn(self._keep_usage_retention(self.settings.usage_retention_days))
         return len(self.pool)
 
     async def _load_wakeups(self) -> None:
@@ -117,6 +122,17 @@ class SessionDirectory:
             await store.init()
             for wakeup in await store.list_wakeups():
                 self.wakeups.add(wakeup.wake_at, (wakeup.app_id, wakeup.user_id, wakeup.chat_id))
+        finally:
+            await store.close()
+
+    async def _keep_usage_retention(self, days: int) -> None:
+        store = open_store(self.settings.resolved_store_url)
+        try:
+            while True:
+                pruned = await prune_usage(store, days)
+                if pruned:
+                    log.info("pruned %d usage records older than %d days", pruned, days)
+                await asyncio.sleep(RETENTION_EVERY_S)
         finally:
             await store.close()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from actors.commits import EventSpec
 from actors.delta_buffer import DeltaBuffer
 from actors.snapshot import RunUsage
 from mozaiks.protocol.events import UsageDelta, UsageSummary, utc_now_iso
 from mozaiks.providers.base import ModelReply
 from mozaiks.providers.scripted import estimate_tokens
-from mozaiks.store.base import ChatRecord, UsageRecord
+from mozaiks.store.base import ChatRecord, Store, UsageRecord
 
 
 class UsageMeter:
@@ -39,3 +41,10 @@ def partial_reply(buffer: DeltaBuffer) -> ModelReply:
 
 def summary(usage: RunUsage) -> EventSpec:
     return (None, UsageSummary(totals=usage.totals(), by_agent=usage.by_agent, by_model=usage.by_model))
+
+
+async def prune_usage(store: Store, retention_days: int, now: datetime | None = None) -> int:
+    """Delete the billing rows older than the retention (settings.usage_retention_days, longer than
+    any budget period); returns how many went."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    return await store.prune_usage(cutoff.isoformat())

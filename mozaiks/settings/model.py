@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     token_budget_per_user: int | None = Field(default=None, ge=1)
     token_budget_per_app: int | None = Field(default=None, ge=1)
     budget_period: Literal["day", "month"] = "month"
+    # Usage records older than this are deleted (daily, by the directory); longer than any budget
+    # period, so budgets never lose what they count. None: keep everything.
+    usage_retention_days: int | None = Field(default=400, ge=32)
     # Tokens each new session reserves from the budgets (a capability may set its own); see docs/security.md.
     session_token_reservation: int = Field(default=0, ge=0)
     session_rate_per_minute: int | None = Field(default=30, ge=1)  # per user; None: unlimited
