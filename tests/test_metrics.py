@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from mozaiks import metrics
+from mozaiks.store import open_store
 from tests.conftest import APP_ID, auth_header
 from tests.fake_openai import FakeOpenAI, FakeResponse, FakeUsage
 from tests.helpers import collect_until
@@ -77,6 +78,14 @@ async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(runtime, broke
     crashed = await runtime.directory.peek(doomed.chat_id)
     assert crashed is not None
     os.kill(await crashed.pid(), signal.SIGKILL)
+    # A session fenced out by a newer owner: the store refuses its write, the chat carries on.
+    fenced = await broker.create_session("hello")
+    store = open_store(settings.resolved_store_url)
+    await store.claim(APP_ID, "metrics-user", fenced.chat_id)
+    await store.close()
+    async with await broker.connect(fenced, last_seq=None) as conn:
+        request = await collect_until(conn, "chat.input_request")
+        assert (await conn.say("ada", input_request_id=request[-1]["data"]["request_id"]))["status"] == "accepted"
     refused = await http.post("/api/mozaiks/sessions", json={"workflow_name": "gated_admin"},
                               headers=auth_header("metrics-user"))
     assert refused.status_code == 403
@@ -88,6 +97,7 @@ async def test_a_chat_shows_up_in_what_ray_exports_for_prometheus(runtime, broke
         "ray_mozaiks_passivations_total": {"app_id": APP_ID},  # after the idle timeout
         "ray_mozaiks_session_crashes_total": {"app_id": APP_ID},
         "ray_mozaiks_crash_reactivations_total": {"app_id": APP_ID},
+        "ray_mozaiks_fencing_refusals_total": {"app_id": APP_ID},
         "ray_mozaiks_warm_pool_size": {},
         "ray_mozaiks_runs_total": {**hello, "status": "completed"},
         "ray_mozaiks_turns_total": {**hello, "agent": "Greeter", "status": "ok"},
