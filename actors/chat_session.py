@@ -289,16 +289,12 @@ class ChatSession:
         with self._serving(chat_id) as binding:
             await binding.engine.on_attach()
 
-    async def start_child(self, chat_id: str, seed_id: str, text: str | None) -> None:
-        """Start a fan-out's child chat (actors/children.py) unless it started already: with its
-        seed message (whose id makes a racing second start a duplicate), or, without one, as its
-        AgentDriven workflow starts."""
+    async def start_child(self, chat_id: str, seed_id: str, text: str) -> None:
+        """Start a fan-out's child chat (actors/children.py) with its seed message, unless it
+        started already; the seed's id makes a racing second start a duplicate."""
         with self._serving(chat_id) as binding:
             engine = binding.engine
             if engine.state.runs_started:  # the seed would otherwise answer the child's own questions
-                return
-            if text is None:
-                await engine.on_attach()
                 return
             with contextlib.suppress(DuplicateMessageError):
                 await engine.submit_text(seed_id, text, None)

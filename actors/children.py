@@ -192,7 +192,8 @@ async def _create_child(engine: RunHost, pending: PendingChildren, index: int,
 
 async def _start(engine: RunHost, pending: PendingChildren, child: ChildLink) -> None:
     request = pending.requests[child.index]
-    text = request.message or (json.dumps(request.context) if request.context else None)
+    # Every child starts with a message (an AgentDriven one too): without one, its context as JSON.
+    text = request.message or json.dumps(request.context)
     try:
         session = await DirectoryHandle.lookup().session(engine.chat.app_id, engine.chat.user_id, child.chat_id)
         if session is not None:

@@ -120,7 +120,7 @@ class SessionHandle:
     async def start(self, chat_id: str) -> None:
         await self._call(chat_id, self.actor.start.remote(chat_id))
 
-    async def start_child(self, chat_id: str, seed_id: str, text: str | None) -> None:
+    async def start_child(self, chat_id: str, seed_id: str, text: str) -> None:
         await self._call(chat_id, self.actor.start_child.remote(chat_id, seed_id, text))
 
     async def children_changed(self, chat_id: str) -> None:

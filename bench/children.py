@@ -1,0 +1,122 @@
+"""Child chats: 20 children of a short scripted workflow in parallel vs the same 20 one at a time.
+
+A parent's Planner fans out to ``CHILDREN`` children of ``bench_child``, whose one agent streams a
+scripted reply for ``CHILD_WORK_S`` (a stand-in for a model's latency, which is what running
+children side by side hides). The parallel parent starts them all at once (``max_children: 0``),
+the sequential one one at a time (``max_children: 1``) — same workflows, same runtime, same run.
+Measured at the client: the parent's user message sent → its ``chat.children_merged`` received.
+The warm pool is sized for the children, so no child waits for a process to boot.
+
+Reported: median and spread of ``RUNS`` runs each; speed-up; per-child overhead (the sequential
+wall time per child beyond its scripted work); child activations per second in the parallel run.
+Exits non-zero when the median speed-up misses ``TARGET_SPEEDUP``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Runtime, report, runtime
+
+CHILDREN, RUNS, TARGET_SPEEDUP = 20, 3, 5.0
+CHUNKS, CHUNK_DELAY_S = 20, 0.05
+CHILD_WORK_S = CHUNKS * CHUNK_DELAY_S
+
+
+def _write(folder: Path, files: dict[str, Any]) -> None:
+    for name, body in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(body))
+
+
+def write_workflows(root: Path) -> None:
+    _write(root / "bench_child", {
+        "orchestrator.json": {"name": "bench_child", "startup_mode": "UserDriven", "human_in_the_loop": False},
+        "agents.json": {"agents": [{"name": "Worker", "model": {
+            "provider": "scripted", "params": {"stream_chunk_chars": 1, "stream_delay_s": CHUNK_DELAY_S},
+            "script": [{"text": "x" * CHUNKS}]}}]},
+    })
+    children = [{"workflow": "bench_child", "key": f"c{i}"} for i in range(CHILDREN)]
+    for name, max_children in (("bench_children_parallel", 0), ("bench_children_sequential", 1)):
+        _write(root / name, {
+            "orchestrator.json": {"name": name, "startup_mode": "UserDriven", "initial_agent": "Planner",
+                                  "human_in_the_loop": False},
+            "agents.json": {"agents": [
+                {"name": "Planner", "structured_output": "Split",
+                 "model": {"provider": "scripted", "script": [{"structured": {"children": children}}]}},
+                {"name": "Reporter", "model": {"provider": "scripted", "script": [{"text": "done"}]}}]},
+            "handoffs.json": {"handoff_rules": [
+                {"source_agent": "Reporter", "target_agent": "terminate", "handoff_type": "after_work"}]},
+            "structured_outputs.json": {"models": {"Split": {"type": "object", "required": ["children"]}}},
+            "_pack/workflow_graph.json": {"version": 3, "mid_flight_journeys": [{
+                "id": "bench", "trigger_agent": "Planner", "fan_out": {"max_children": max_children},
+                "fan_in": {"resume_agent": "Reporter", "merge_mode": "concatenate"}}]},
+        })
+
+
+async def _fan_out(rt: Runtime, workflow: str, user: str) -> tuple[float, int]:
+    """Wall seconds from the message to the merge, and how many children completed."""
+    async with rt.broker(user) as broker:
+        session = await broker.create_session(workflow)
+        async with await broker.connect(session, last_seq=None) as conn:
+            began = time.perf_counter()
+            await conn.say("go")
+            merged = await conn.wait_for("chat.children_merged", timeout=300)
+            wall = time.perf_counter() - began
+            await conn.wait_for("chat.run_complete", timeout=60)
+    return wall, int(merged["data"]["completed"])
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median_s": round(statistics.median(values), 3), "min_s": round(min(values), 3),
+            "max_s": round(max(values), 3), "runs": [round(v, 3) for v in values]}
+
+
+async def main(rt: Runtime) -> bool:
+    write_workflows(rt.settings.workflows_dir)
+    await _fan_out(rt, "bench_children_parallel", "warm-up")  # the pool has its processes, the files are parsed
+    parallel, sequential, rates = [], [], []
+    for run in range(RUNS):
+        before = (await rt.directory().stats()).count("activations")
+        wall, done = await _fan_out(rt, "bench_children_parallel", f"parallel-{run}")
+        activations = (await rt.directory().stats()).count("activations") - before
+        assert done == CHILDREN, f"only {done} of {CHILDREN} children completed"
+        parallel.append(wall)
+        rates.append(activations / wall)
+        wall, done = await _fan_out(rt, "bench_children_sequential", f"sequential-{run}")
+        assert done == CHILDREN, f"only {done} of {CHILDREN} children completed"
+        sequential.append(wall)
+    speedups = [s / p for s, p in zip(sequential, parallel, strict=True)]
+    speedup = statistics.median(speedups)
+    overhead_ms = (statistics.median(sequential) / CHILDREN - CHILD_WORK_S) * 1000
+    results = {"children": CHILDREN, "child_work_s": CHILD_WORK_S, "parallel": _spread(parallel),
+               "sequential": _spread(sequential), "speedup_median": round(speedup, 2),
+               "speedup_runs": [round(s, 2) for s in speedups], "target_speedup": TARGET_SPEEDUP,
+               "per_child_overhead_ms": round(overhead_ms, 1),
+               "activations_per_s_median": round(statistics.median(rates), 1), "met": speedup >= TARGET_SPEEDUP}
+    rows = [[f"{CHILDREN} children in parallel, wall s (median)", results["parallel"]["median_s"],
+             f"{results['parallel']['min_s']}–{results['parallel']['max_s']}"],
+            [f"{CHILDREN} children one at a time, wall s (median)", results["sequential"]["median_s"],
+             f"{results['sequential']['min_s']}–{results['sequential']['max_s']}"],
+            ["speed-up (median of the runs' ratios)", results["speedup_median"],
+             f"{min(speedups):.2f}–{max(speedups):.2f}"],
+            ["per-child overhead beyond its work, ms", results["per_child_overhead_ms"], ""],
+            ["child activations per second (parallel)", results["activations_per_s_median"], ""]]
+    report("children", "Child chats: parallel vs sequential fan-out", ["case", "value", "spread (min–max)"], rows,
+           results, notes=[f"each child streams a scripted reply for {CHILD_WORK_S:g} s; {RUNS} runs of each",
+                           "wall: the parent's message sent → chat.children_merged received, at the client",
+                           f"target: ≥ {TARGET_SPEEDUP:g}× ({'met' if results['met'] else 'MISSED'})"])
+    return bool(results["met"])
+
+
+if __name__ == "__main__":
+    with runtime(warm_pool_size=CHILDREN + 2) as rt:
+        met = asyncio.run(main(rt))
+    sys.exit(0 if met else 1)
