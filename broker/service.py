@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from actors.handles import DirectoryHandle
 from broker.runtime_token import RuntimeTokenMinter
+from capabilities.usage import Taken
 from mozaiks import metrics
 from mozaiks.errors import InvalidCursor
 from mozaiks.protocol.broker_api import (
@@ -103,12 +104,18 @@ class SessionBroker:
     async def create_or_resume(self, identity: Identity, request: CreateSessionRequest,
                                idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
         workflow, capability = await self._workflow(identity.app_id, request.workflow_name)
+        taken: Taken = []
         if self.gate is not None:
-            await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None,
-                                                      capability=capability))
-        chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
-                                             request.chat_id, request.context, idempotency_key,
-                                             tenant_id=identity.tenant_id)
+            taken = await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None,
+                                                              capability=capability))
+        try:
+            chat, created = await self.open_chat(identity.app_id, identity.user_id, request.workflow_name,
+                                                 request.chat_id, request.context, idempotency_key,
+                                                 tenant_id=identity.tenant_id)
+        except ApiError:
+            if self.gate is not None:
+                await self.gate.usage.give_back(taken)  # refused: it spends no rate slot, no reservation
+            raise
         token, expires_at = self._mint(chat)
         return CreateSessionResponse(chat_id=chat.chat_id, workflow_name=chat.workflow_name,
                                      status="created" if created else "resumed", ws_url=self.ws_url(chat),

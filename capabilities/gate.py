@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from capabilities.entitlements import ALLOWED, Decision, EntitlementProvider
 from capabilities.registry import Capability, Registry
-from capabilities.usage import UsageLimits
+from capabilities.usage import Taken, UsageLimits
 from mozaiks.protocol.errors import ApiError
 from mozaiks.protocol.identity import Identity
 from mozaiks.settings import Settings
@@ -30,7 +30,7 @@ class Gate:
         return Decision.model_validate(await self.provider.decide(identity, capability))
 
     async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool,
-                          capability: Capability | None = None) -> None:
+                          capability: Capability | None = None) -> Taken:
         """Entitlement, then (for a new chat) the rate limit, then the token budgets; the first
         refusal is raised as the PROTOCOL's error. ``capability``: an installed workflow's own,
         instead of the registry's."""
@@ -42,8 +42,8 @@ class Gate:
             raise ApiError(403, "not_entitled", decision.reason or "Not entitled to this capability",
                            {"capability": capability.name})
         reservation = capability.token_reservation
-        await self.usage.admit(identity, self.settings.session_token_reservation if reservation is None
-                               else reservation, creating=not resuming)
+        return await self.usage.admit(identity, self.settings.session_token_reservation if reservation is None
+                                      else reservation, creating=not resuming)
 
     async def visible(self, identity: Identity, workflow: Workflow,
                       capability: Capability | None = None) -> tuple[bool, Capability | None]:

@@ -10,8 +10,10 @@ Token budgets (per user and per app, per calendar ``budget_period`` in UTC) coun
 - a *reservation* of ``R`` tokens is taken by every new session (``token_reservation`` of its
   capability, else ``session_token_reservation``) on a per-period counter, atomically against the
   budget. It makes admission exact under concurrency: of N parallel creations against a budget
-  with room for M reservations, exactly M succeed. Reservations are not refunded: a period admits
-  at most ``budget / R`` new sessions, and fewer once the real usage runs ahead of them.
+  with room for M reservations, exactly M succeed. Reservations of sessions that were created
+  are not refunded: a period admits at most ``budget / R`` new sessions, and fewer once the real
+  usage runs ahead of them. A creation refused after admission (a bad context, unmet prerequisites,
+  a reused Idempotency-Key, a budget after the rate limit) gives its slot and reservations back.
 
 A session may start when both views leave room for its reservation; a resumed session (or a
 fresh runtime token) only needs the recorded usage to be under the budget. Runs already going
@@ -32,6 +34,8 @@ from mozaiks.settings import Settings
 from mozaiks.store.base import Store
 
 RATE_WINDOW_S = 60
+# What an admission took: (counter key, amount) pairs, given back if the creation is refused after all.
+Taken = list[tuple[str, int]]
 
 
 def counter_key(*parts: str) -> str:
@@ -59,17 +63,29 @@ class UsageLimits:
         self.store = store
         self.clock = clock
 
-    async def admit(self, identity: Identity, reservation: int, creating: bool) -> None:
-        """Raise 429 ``rate_limited`` or 403 ``usage_limit_exceeded``, or take what the start needs."""
+    async def admit(self, identity: Identity, reservation: int, creating: bool) -> Taken:
+        """Raise 429 ``rate_limited`` or 403 ``usage_limit_exceeded``, or take what the start needs
+        and return it, so that a creation refused later (by the broker) can give it back."""
         now = self.clock()
+        taken: Taken = []
         if creating:
-            await self._rate_limit(identity, now)
-        await self._budgets(identity, reservation if creating else 0, now)
+            taken += await self._rate_limit(identity, now)
+        try:
+            taken += await self._budgets(identity, reservation if creating else 0, now)
+        except ApiError:
+            await self.give_back(taken)  # refused by a budget: the rate slot is not spent either
+            raise
+        return taken
 
-    async def _rate_limit(self, identity: Identity, now: float) -> None:
+    async def give_back(self, taken: Taken) -> None:
+        """Undo ``admit`` for a creation that did not happen."""
+        for key, amount in taken:
+            await self.store.counter_add(key, -amount)
+
+    async def _rate_limit(self, identity: Identity, now: float) -> Taken:
         limit = self.settings.session_rate_per_minute
         if limit is None:
-            return
+            return []
         window = int(now // RATE_WINDOW_S)
         key = counter_key("rate", "sessions", identity.app_id, identity.user_id, str(window))
         allowed, _ = await self.store.counter_try_consume(key, 1, limit)
@@ -77,12 +93,13 @@ class UsageLimits:
             retry_after = max(1, math.ceil((window + 1) * RATE_WINDOW_S - now))
             raise ApiError(429, "rate_limited", f"Too many new sessions: at most {limit} a minute",
                            {"retry_after_s": retry_after}, headers={"Retry-After": str(retry_after)})
+        return [(key, 1)]
 
-    async def _budgets(self, identity: Identity, reservation: int, now: float) -> None:
+    async def _budgets(self, identity: Identity, reservation: int, now: float) -> Taken:
         start, end, label = period_bounds(self.settings.budget_period, datetime.fromtimestamp(now, UTC))
         scopes = [("user", self.settings.token_budget_per_user, identity.user_id),
                   ("app", self.settings.token_budget_per_app, None)]
-        taken: list[str] = []
+        taken: Taken = []
         try:
             for scope, budget, user_id in scopes:
                 if budget is None:
@@ -99,9 +116,9 @@ class UsageLimits:
                     reserved, _ = await self.store.counter_try_consume(key, reservation, budget)
                     if not reserved:
                         raise refused
-                    taken.append(key)
+                    taken.append((key, reservation))
         except ApiError:
             # The user's reservation must not stay taken when the app's budget refuses the start.
-            for key in taken:
-                await self.store.counter_add(key, -reservation)
+            await self.give_back(taken)
             raise
+        return taken

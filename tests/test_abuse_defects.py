@@ -158,3 +158,15 @@ async def test_the_server_pings_an_idle_socket(http, settings):
             while (event := json.loads(await ws.recv()))["type"] != "ping":
                 pass
         assert event["chat_id"] == chat["chat_id"]
+
+
+async def test_refused_creations_spend_no_rate_limit_slot(http, settings):
+    user = "refused-creator"
+    limit = settings.session_rate_per_minute
+    assert limit is not None
+    for _ in range(limit + 1):  # each refused by the broker after the gate admitted it
+        refused = await http.post("/api/mozaiks/sessions", headers=auth(user),
+                                  json={"workflow_name": "hello", "context": {"journey": {"id": "forged"}}})
+        assert refused.status_code == 422, refused.text
+    created = await http.post("/api/mozaiks/sessions", json={"workflow_name": "hello"}, headers=auth(user))
+    assert created.status_code == 201, created.text
