@@ -105,16 +105,23 @@ class SessionDirectory:
         self._trim_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._wakeups_loaded: asyncio.Future[None] | None = None
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
         that passivated before this directory started; returns the pool size."""
-        await asyncio.gather(self._refill(), self._load_wakeups())
+        await asyncio.gather(self._refill(), self._wakeups_taken_up())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
         if self._retention_task is None and self.settings.usage_retention_days is not None:
             self._retention_task = self._spawn(self._keep_usage_retention(self.settings.usage_retention_days))
         return len(self.pool)
+
+    async def _wakeups_taken_up(self) -> None:
+        """Once per directory process: after a start (``ready``) or a restart Ray made (the first call)."""
+        if self._wakeups_loaded is None:
+            self._wakeups_loaded = asyncio.ensure_future(self._load_wakeups())
+        await asyncio.shield(self._wakeups_loaded)
 
     async def _load_wakeups(self) -> None:
         store = open_store(self.settings.resolved_store_url)
@@ -122,6 +129,8 @@ class SessionDirectory:
             await store.init()
             for wakeup in await store.list_wakeups():
                 self.wakeups.add(wakeup.wake_at, (wakeup.app_id, wakeup.user_id, wakeup.chat_id))
+        except Exception:  # activation must not depend on it: those chats time out when next opened
+            log.exception("the stored wake-ups could not be read; passivated chats' timeouts wait for a visit")
         finally:
             await store.close()
 
@@ -146,6 +155,7 @@ class SessionDirectory:
     async def get(self, app_id: str, user_id: str, chat_id: str, dead: ActorHandle | None = None) -> ActorHandle | None:
         """The chat's live session actor, activating one if needed; None if the chat does not exist
         for this app and user. ``dead`` is a handle the caller saw die: it is replaced."""
+        await self._wakeups_taken_up()
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
             if entry is not None and dead is not None and entry.actor.handle == dead:
