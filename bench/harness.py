@@ -67,14 +67,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def runtime(num_cpus: int = 8, **overrides: Any) -> Iterator[Runtime]:
-    """A fresh local runtime serving the example and benchmark workflows, plus the echo baseline."""
+def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), **overrides: Any) -> Iterator[Runtime]:
+    """A fresh local runtime serving the example and benchmark workflows (and any
+    ``extra_workflows`` folders), plus the echo baseline."""
     from serve_app.launch import start_runtime
 
     scratch = Path(tempfile.mkdtemp(prefix="mozaiks-bench-"))
     workflows = scratch / "workflows"
     for source in (EXAMPLE_WORKFLOWS, BENCH / "workflows"):
         shutil.copytree(source, workflows, dirs_exist_ok=True)
+    for folder in extra_workflows:
+        shutil.copytree(folder, workflows / folder.name, dirs_exist_ok=True)
     settings = Settings(mode="local", data_dir=scratch / "data", workflows_dir=workflows, port=_free_port(),
                         default_app_id=APP_ID, user_jwt_secret=SecretStr(_USER_SECRET),
                         runtime_token_secret=SecretStr(_RUNTIME_SECRET),
