@@ -166,8 +166,8 @@ async def sessions(broker: BrokerClient) -> dict[str, dict[str, Any]]:
     return {r["chat_id"]: r for r in (await broker.list_sessions(limit=100))["sessions"]}
 
 
-async def fan_out_to_askers(broker: BrokerClient, parent: str) -> tuple[str, list[str]]:
-    """Start ``parent`` and wait until its four children are started and each asks its user."""
+async def fan_out_to_askers(broker: BrokerClient, parent: str, count: int = 4) -> tuple[str, list[str]]:
+    """Start ``parent`` and wait until its ``count`` children are started and each asks its user."""
     session = await broker.create_session(parent)
     async with await broker.connect(session) as conn:
         await conn.say("split the work")
@@ -175,7 +175,7 @@ async def fan_out_to_askers(broker: BrokerClient, parent: str) -> tuple[str, lis
     async def probe() -> list[str] | None:
         started = [e["data"]["child_chat_id"] for e in await events_of(broker, session.chat_id, "chat.child_started")]
         asked = [await events_of(broker, c, "chat.input_request") for c in started]
-        return started if len(started) == 4 and all(asked) else None
+        return started if len(started) == count and all(asked) else None
     return session.chat_id, await eventually(probe)
 
 
