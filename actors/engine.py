@@ -122,6 +122,19 @@ class SessionEngine:
 
     # ---------------------------------------------------------------- client messages
     async def submit_text(self, message_id: str, text: str, input_request_id: str | None) -> ev.Ack:
+        return await self._unless_duplicate(self._submit_text(message_id, text, input_request_id))
+
+    async def _unless_duplicate(self, handling: Awaitable[ev.Ack]) -> ev.Ack:
+        """A message recorded before changes nothing: what its handling changed before the commit
+        found it a duplicate is put back, so a resent answer can neither queue nor close a wait twice."""
+        saved = self.state.model_copy(deep=True)
+        try:
+            return await handling
+        except DuplicateMessageError:
+            self.state.restore(saved)
+            raise
+
+    async def _submit_text(self, message_id: str, text: str, input_request_id: str | None) -> ev.Ack:
         user_event = ("user", ev.ChatText(message_id=message_id, agent="user", role="user", content=text,
                                           visibility="user"))
         step, pending = self.steps.step, self.state.pending_input
@@ -162,6 +175,9 @@ class SessionEngine:
         self.state.last_user_message = text
 
     async def submit_ui_response(self, message_id: str, call_id: str, response: Any) -> ev.Ack:
+        return await self._unless_duplicate(self._submit_ui_response(message_id, call_id, response))
+
+    async def _submit_ui_response(self, message_id: str, call_id: str, response: Any) -> ev.Ack:
         pending = self.state.pending_ui
         if pending is None or pending.call_id != call_id:
             return await self._reject(message_id, "no_such_ui_tool")

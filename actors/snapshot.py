@@ -112,3 +112,15 @@ class SessionSnapshot(BaseModel):
     # chat.run_complete, so a session that dies in between runs the hook again on activation.
     run_end_due: str | None = None
     journeys_announced: list[str] = Field(default_factory=list)  # chat.journey_next sent, per step
+
+    def restore(self, saved: SessionSnapshot) -> None:
+        """Put back ``saved`` in place: the engine's parts hold this object and its containers."""
+        for name in type(self).model_fields:
+            value, current = getattr(saved, name), getattr(self, name)
+            if isinstance(current, dict):
+                current.clear()
+                current.update(value)
+            elif isinstance(current, list):
+                current[:] = value
+            else:
+                setattr(self, name, value)

@@ -24,7 +24,7 @@ from mozaiks.protocol.events import EVENT_MODELS, Ack, ContextUpdate, ToolRespon
 from mozaiks.providers.base import ModelReply, ToolCallRequest
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
-from mozaiks.store.base import ChatRecord
+from mozaiks.store.base import ChatRecord, DuplicateMessageError
 from mozaiks.store.sqlite import SQLiteStore
 from workflows.loader import load_workflow
 from workflows.model import ToolSpec, Workflow
@@ -234,6 +234,27 @@ async def test_hello_runs_end_to_end_without_ray(sqlite_store: SQLiteStore, sett
         model = EVENT_MODELS[message["type"]]
         assert model.DURABLE == (message["seq"] is not None)
         assert model.model_validate(message["data"]).dump() == message["data"]
+    await engine.stop()
+
+
+async def test_a_resent_message_changes_nothing(sqlite_store: SQLiteStore, settings: Settings) -> None:
+    """A client that lost an ack resends the message with the same id: it must neither answer an
+    open question (a rejected id is recorded too) nor be queued for a second run."""
+    engine, _ = await open_engine(sqlite_store, settings, load_workflow(HELLO))
+    await engine.on_attach()
+    await asyncio.wait_for(wait_for_step(engine, "input"), 5)
+    assert (await engine.submit_text("m0", "Ada", "req-unknown")).status == "rejected"
+    with pytest.raises(DuplicateMessageError):
+        await engine.submit_text("m0", "Ada", None)
+    assert engine.steps.step == "input" and engine.state.pending_input is not None  # still asked
+    assert (await engine.submit_text("m1", "Ada", None)).status == "accepted"
+    with pytest.raises(DuplicateMessageError):  # resent while the run it started goes on
+        await engine.submit_text("m1", "Ada", None)
+    assert engine.state.queue == []
+    await asyncio.wait_for(wait_for_step(engine, "idle"), 5)
+    stored = await sqlite_store.read_events("app", "u", "c1")
+    assert [e.type for e in stored].count("chat.run_start") == 1 and engine.state.runs_started == 1
+    assert [e.data["content"] for e in stored if e.type == "chat.text" and e.agent == "user"] == ["Ada"]
     await engine.stop()
 
 
