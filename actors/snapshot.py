@@ -111,6 +111,7 @@ class SessionSnapshot(BaseModel):
     # The status of the last run while its end hook (journeys) has not finished: written with its
     # chat.run_complete, so a session that dies in between runs the hook again on activation.
     run_end_due: str | None = None
+    speaker_announced: str | None = None  # "run_id:run_turns:agent" of the turn whose speaker was announced
     journeys_announced: list[str] = Field(default_factory=list)  # chat.journey_next sent, per step
 
     def restore(self, saved: SessionSnapshot) -> None:

@@ -23,6 +23,16 @@ class AgentTurn:
         self.tools = tools
         self.lifecycle = lifecycle
 
+    async def _announce(self, agent_name: str) -> None:
+        """chat.select_speaker, once per turn: a turn resumed after a crash (its model call made
+        again) was announced already."""
+        h = self.host
+        turn = f"{h.state.run_id}:{h.state.run_turns}:{agent_name}"
+        if h.state.speaker_announced == turn:
+            return
+        h.state.speaker_announced = turn
+        await h.commit([(agent_name, SelectSpeaker(agent=agent_name))])
+
     async def step(self) -> None:
         h = self.host
         agent_name = h.state.agent
@@ -34,7 +44,7 @@ class AgentTurn:
             return await h.end_turn(agent_name, None)
         if (pre := await self.lifecycle.before_turn(agent_name)) is not None:
             return await h.end_turn(agent_name, None, pre=pre)
-        await h.commit([(agent_name, SelectSpeaker(agent=agent_name))])
+        await self._announce(agent_name)
         reply, message_id = await self._call_model(agent_name)
         if reply is None:
             return None

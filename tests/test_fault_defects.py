@@ -111,3 +111,20 @@ async def test_a_session_killed_between_a_run_end_and_its_journey_hook_still_adv
     history = (await broker.events(session.chat_id, limit=1000))["events"]
     assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
     assert [e["type"] for e in history].count("chat.run_complete") == 1
+
+
+async def test_a_turn_resumed_after_a_crash_announces_its_speaker_once(broker_for):
+    broker = broker_for("speaker-once")
+    session = await broker.create_session("slow_turns")
+    sock = await RawSocket.open(session)
+    assert (await sock.send(user_message("once")))["status"] == "accepted"
+    await sock.next("chat.text_delta")  # the model call is streaming: chat.select_speaker is durable already
+    victim = await directory().peek(session.chat_id)
+    assert victim is not None
+    os.kill(await victim.pid(), signal.SIGKILL)
+    await _dead(victim.actor)
+    await sock.next("chat.text", agent="Writer")  # the resumed turn's reply
+    await sock.close()
+    history = (await broker.events(session.chat_id, limit=1000))["events"]
+    speakers = [e["data"]["agent"] for e in history if e["type"] == "chat.select_speaker"]
+    assert speakers == ["Writer"], speakers
