@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import ray
 
 from actors import children, waits
+from actors.agent_turn import resolve_model
 from actors.commits import stored_wire
 from actors.engine import SessionEngine
 from actors.event_hub import EventHub
@@ -112,10 +113,17 @@ class ChatSession:
         Returns the node this actor lives on (the directory caps resident sessions per node)."""
         await self.store.init()
         try:
-            await asyncio.to_thread(self.catalog.all)
+            await asyncio.to_thread(self._preload)
         except WorkflowError:
             log.exception("a workflow failed to load; it is reported again when a chat uses it")
         return ray.get_runtime_context().get_node_id()
+
+    def _preload(self) -> None:
+        """Parse the workflows and build the model providers their agents use, so a chat's first
+        reply in this process pays neither (a passivated chat comes back to any pooled process)."""
+        workflows = self.catalog.all().values()
+        self.providers.preload(resolve_model(workflow, agent.name, self.settings)
+                               for workflow in workflows for agent in workflow.agents)
 
     async def pid(self) -> int:
         return os.getpid()

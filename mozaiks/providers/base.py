@@ -77,3 +77,6 @@ class ModelProvider(ABC):
     @abstractmethod
     async def complete(self, request: ModelRequest, on_delta: DeltaCallback | None = None) -> ModelReply:
         """One model call. Streams text through ``on_delta`` when given. Raises ModelError."""
+
+    def warm(self) -> None:
+        """Build now what the first call would otherwise build (a client, its connection pool)."""

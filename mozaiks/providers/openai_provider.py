@@ -135,6 +135,9 @@ class OpenAIProvider(ModelProvider):
             f"model call failed after {self._max_retries + 1} attempts: {failure}", retryable=False, code=failure.code
         )
 
+    def warm(self) -> None:
+        self._connect()
+
     def _connect(self) -> openai.AsyncOpenAI:
         if self._client is None:
             self._client = openai.AsyncOpenAI(base_url=self._base_url, api_key=self._api_key,

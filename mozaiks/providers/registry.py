@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from mozaiks.providers.base import DeltaCallback, ModelError, ModelProvider, ModelReply, ModelRequest
@@ -39,6 +41,14 @@ class ProviderRegistry:
                                                      default_model=s.default_model, timeout_s=s.model_timeout_s,
                                                      max_retries=s.model_max_retries)
         return self._openai[cache_key]
+
+
+    def preload(self, models: Iterable[Any]) -> None:
+        """Build the providers of these models before any chat needs them: in a fresh process the
+        SDK's import and client cost a chat's first reply about a second on a loaded machine."""
+        for model in models:
+            with contextlib.suppress(ModelError):  # an unconfigured model is reported when a chat uses it
+                self.get(model).warm()
 
 
 class _Fallback(ModelProvider):
