@@ -6,8 +6,8 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
 - **Activation** of a chat is serialised by a per-chat lock: any number of concurrent connects and
   broker calls end with one live actor. The store's epoch fences out any actor this directory
   lost track of.
-- **Warm pool**: blank actors, prepared (store open, workflows parsed) before anyone needs them,
-  so starting a chat does not wait for a process to boot. It is refilled to ``warm_pool_size``
+- **Warm pool**: blank actors, prepared (store open, workflows parsed, their model providers
+  built) before anyone needs them, so starting a chat does not wait for a process to boot. It is refilled to ``warm_pool_size``
   with new processes, and takes back every passivated session's process too: re-activating a
   chat then costs no new process. What the pool holds beyond its size and has not been used for
   ``POOL_KEEP_S`` is ended.
