@@ -7,10 +7,10 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
   broker calls end with one live actor. The store's epoch fences out any actor this directory
   lost track of.
 - **Warm pool**: blank actors, prepared (store open, workflows parsed, their model providers
-  built) before anyone needs them, so starting a chat does not wait for a process to boot. It is refilled to ``warm_pool_size``
-  with new processes, and takes back every passivated session's process too: re-activating a
-  chat then costs no new process. What the pool holds beyond its size and has not been used for
-  ``POOL_KEEP_S`` is ended.
+  built) before anyone needs them, so starting a chat does not wait for a process to boot. It is
+  refilled to ``warm_pool_size`` with new processes, and takes back every passivated session's
+  process too: re-activating a chat then costs no new process. What the pool holds beyond its
+  size and has not been used for ``POOL_KEEP_S`` is ended.
 - **Passivation**: a session that has been idle for ``idle_timeout_s`` (a keep-alive of seconds)
   asks to be passivated; the directory releases it under the chat's lock and recycles the process
   into the pool. Open sockets do not keep a chat resident: a socket whose chat passivated stays
