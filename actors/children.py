@@ -219,7 +219,7 @@ def _text(value: Any) -> str:
 # ------------------------------------------------------------------ fan-in
 async def _fan_in(engine: RunHost, pending: PendingChildren, record: FanOutRecord,
                   events: list[EventSpec]) -> None:
-    journey, chat = pending.journey, engine.chat
+    journey = pending.journey
     by_index = {c.index: c for c in record.children}
     outcomes = [ChildOutcome(key=c.key, workflow=c.workflow_name, chat_id=c.chat_id, status=c.status,  # type: ignore[arg-type]
                              result=c.result, error=c.error) for c in (by_index[i] for i in pending.reported)]
@@ -243,14 +243,22 @@ async def _fan_in(engine: RunHost, pending: PendingChildren, record: FanOutRecor
                                         resume_agent=resume, completed=completed, failed=failed, usage=usage))]
     engine.timer.cancel()
     if failed and policy == "prompt_user":
-        prompt = (f"{failed} of {len(outcomes)} child chats did not complete; reply to continue with the "
-                  f"{completed} that did.")
-        wait = PendingInput(request_id=new_id("req"), agent=pending.agent, prompt=prompt,
-                            resume_agent=resume or pending.agent)
-        engine.steps.enter("input", input_=wait)
-        await engine.commit(events + [(pending.agent, ev.InputRequest(
-            request_id=wait.request_id, agent=pending.agent, prompt=prompt, input_schema=None, timeout_s=None))])
-        return
+        await _ask_to_continue(engine, pending, events, resume, f"{failed} of {len(outcomes)} child chats did "
+                               f"not complete; reply to continue with the {completed} that did.")
+    else:
+        await _resume(engine, pending, events, resume)
+
+
+async def _ask_to_continue(engine: RunHost, pending: PendingChildren, events: list[EventSpec],
+                           resume: str | None, prompt: str) -> None:
+    wait = PendingInput(request_id=new_id("req"), agent=pending.agent, prompt=prompt,
+                        resume_agent=resume or pending.agent)
+    engine.steps.enter("input", input_=wait)
+    await engine.commit(events + [(pending.agent, ev.InputRequest(
+        request_id=wait.request_id, agent=pending.agent, prompt=prompt, input_schema=None, timeout_s=None))])
+
+
+async def _resume(engine: RunHost, pending: PendingChildren, events: list[EventSpec], resume: str | None) -> None:
     if resume is None:  # the trigger agent's turn ends as it would have without children
         engine.steps.enter("agent", agent=pending.agent)
         await engine.commit(events)

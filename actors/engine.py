@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from actors import children, tool_phase, usage, waits
+from actors import children, deadlines, tool_phase, usage, waits
 from actors.commits import Committer, EventSpec, SessionState, error_event
 from actors.event_hub import EventHub
 from actors.handles import SessionHandle
@@ -58,7 +57,7 @@ class SessionEngine:
             lambda: self.state.model_dump(mode="json"), lambda: self.status, lambda: self.phase))
         self.commit = self.committer.commit
         self.publish_ephemeral = self.committer.publish_ephemeral
-        self.timer = waits.WaitTimer(self._on_timeout)
+        self.timer = waits.WaitTimer(lambda: deadlines.on_due(self))
         self.validation = ValidationBudget()
         self.tools = ToolPhase(self)
         self.lifecycle = LifecycleHooks(self, self.tools)
@@ -122,17 +121,8 @@ class SessionEngine:
 
     # ---------------------------------------------------------------- client messages
     async def submit_text(self, message_id: str, text: str, input_request_id: str | None) -> ev.Ack:
-        return await self._unless_duplicate(self._submit_text(message_id, text, input_request_id))
-
-    async def _unless_duplicate(self, handling: Awaitable[ev.Ack]) -> ev.Ack:
-        """A message recorded before changes nothing: what its handling changed before the commit
-        found it a duplicate is put back, so a resent answer can neither queue nor close a wait twice."""
-        saved = self.state.model_copy(deep=True)
-        try:
-            return await handling
-        except DuplicateMessageError:
-            self.state.restore(saved)
-            raise
+        with self.state.unchanged_on(DuplicateMessageError):  # a resent message changes nothing
+            return await self._submit_text(message_id, text, input_request_id)
 
     async def _submit_text(self, message_id: str, text: str, input_request_id: str | None) -> ev.Ack:
         user_event = ("user", ev.ChatText(message_id=message_id, agent="user", role="user", content=text,
@@ -175,7 +165,8 @@ class SessionEngine:
         self.state.last_user_message = text
 
     async def submit_ui_response(self, message_id: str, call_id: str, response: Any) -> ev.Ack:
-        return await self._unless_duplicate(self._submit_ui_response(message_id, call_id, response))
+        with self.state.unchanged_on(DuplicateMessageError):
+            return await self._submit_ui_response(message_id, call_id, response)
 
     async def _submit_ui_response(self, message_id: str, call_id: str, response: Any) -> ev.Ack:
         pending = self.state.pending_ui
@@ -287,32 +278,6 @@ class SessionEngine:
         if self.state.queue:
             await self._start_run(self.state.queue.pop(0))
 
-    # ---------------------------------------------------------------- timeouts
-    async def _on_timeout(self) -> None:
-        now = time.time()
-        if self.state.pending_input and waits.due(self.state.pending_input.timeout_at, now):
-            await self._input_timed_out(self.state.pending_input)
-        elif (ui := self.state.pending_ui) and waits.due(ui.timeout_at, now):
-            events = tool_phase.ui_answer(ui, "timeout", None, "no response before the timeout")
-            self.tools.leave_ui(ui.agent, ui.then_route)
-            await self.commit(events)
-            self.spawn_drive()
-        elif self.state.pending_children and waits.due(self.state.pending_children.timeout_at, now):
-            await children.timed_out(self)
-
-    async def _input_timed_out(self, pending: PendingInput) -> None:
-        policy = self.workflow.orchestrator.on_input_timeout
-        notice: EventSpec = (pending.agent, ev.InputTimeout(request_id=pending.request_id, outcome=policy))
-        if policy == "continue":
-            self.steps.enter("agent", agent=pending.resume_agent)
-            await self.commit([notice])
-            self.spawn_drive()
-        elif policy == "complete":
-            await self.finish("completed", events=[notice])
-        else:
-            await self.finish("failed", events=[notice, error_event(pending.agent, "input_timeout",
-                                                                "No answer before the input timeout")])
-
     def settled(self) -> bool:
         """Waiting on nobody but the user, with no step or commit in flight: everything this
         session knows is in the store, so it may passivate."""
@@ -329,7 +294,6 @@ class SessionEngine:
 
 def _ack(message_id: str, status: Literal["accepted", "rejected"], reason: str | None = None) -> ev.Ack:
     return ev.Ack(id=message_id, status=status, reason=reason)
-
 
 
 __all__ = ["DuplicateMessageError", "SessionEngine"]

@@ -146,9 +146,12 @@ class SessionHandle:
         result: dict[str, Any] = ray.get(self.actor.install_workflow.remote(chat_id, name, files, capability))
         return result
 
-    def report_progress(self, chat_id: str, call_id: str, name: str, fraction: float, message: str) -> None:
-        """A running tool's progress, fire and forget (called from inside a tool's Ray task)."""
-        self.actor.tool_progress.remote(chat_id, call_id, name, fraction, message)
+    def report_progress(self, chat_id: str, call_id: str, name: str, fraction: float,
+                        message: str) -> ray.ObjectRef:
+        """A running tool's progress, not waited for (called from inside a tool's Ray task); the
+        reference lets the task see its last report taken before it returns."""
+        ref: ray.ObjectRef = self.actor.tool_progress.remote(chat_id, call_id, name, fraction, message)
+        return ref
 
 
 class DirectoryHandle:

@@ -7,6 +7,8 @@ so it stays small however long the chat grows.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -114,8 +116,19 @@ class SessionSnapshot(BaseModel):
     speaker_announced: str | None = None  # "run_id:run_turns:agent" of the turn whose speaker was announced
     journeys_announced: list[str] = Field(default_factory=list)  # chat.journey_next sent, per step
 
-    def restore(self, saved: SessionSnapshot) -> None:
-        """Put back ``saved`` in place: the engine's parts hold this object and its containers."""
+    @contextlib.contextmanager
+    def unchanged_on(self, *errors: type[BaseException]) -> Iterator[None]:
+        """Undo what the block changed if it raises one of ``errors`` — e.g. a client message whose
+        commit finds it recorded before: the answer it resent must neither queue nor close a wait."""
+        saved = self.model_copy(deep=True)
+        try:
+            yield
+        except errors:
+            self._restore(saved)
+            raise
+
+    def _restore(self, saved: SessionSnapshot) -> None:
+        # In place: the engine's parts hold this object and its containers.
         for name in type(self).model_fields:
             value, current = getattr(saved, name), getattr(self, name)
             if isinstance(current, dict):

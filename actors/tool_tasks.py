@@ -32,6 +32,8 @@ class ToolOutcome(BaseModel):
     children: dict[str, Any] | None = None  # ToolContext.start_children's request
 
 
+PROGRESS_FLUSH_S = 2.0  # how long a finished tool waits for its last progress report to be taken
+
 # An installed workflow's files as one object per version, put once by the session's process.
 _shipped: dict[Path, ray.ObjectRef] = {}
 
@@ -41,11 +43,24 @@ def _run_tool(workflow_path: str, file: str, function: str, arguments: dict[str,
               ctx: ToolContext, session: SessionHandle | None, call_id: str, name: str,
               sources: list[ray.ObjectRef] | None = None) -> dict[str, Any]:
     started = time.time()
+    last_progress: list[ray.ObjectRef] = []
     if session is not None:
-        # The chat id lets a session actor that has since been recycled to another chat drop it.
-        ctx.progress_sink = lambda fraction, message: session.report_progress(
-            ctx.chat_id, call_id, name, fraction, message)
+        def report(fraction: float, message: str) -> None:
+            # The chat id lets a session actor that has since been recycled to another chat drop it.
+            last_progress[:] = [session.report_progress(ctx.chat_id, call_id, name, fraction, message)]
+        ctx.progress_sink = report
         ctx.installer = lambda *install: session.install_workflow(ctx.chat_id, *install)
+    try:
+        return _outcome(workflow_path, file, function, arguments, ctx, sources, started)
+    finally:
+        # Progress goes fire and forget, but it must reach the session before the result does:
+        # a bar that still moves after its tool answered reads as the tool running again.
+        if last_progress:
+            ray.wait(last_progress, timeout=PROGRESS_FLUSH_S)
+
+
+def _outcome(workflow_path: str, file: str, function: str, arguments: dict[str, Any], ctx: ToolContext,
+             sources: list[ray.ObjectRef] | None, started: float) -> dict[str, Any]:
     node_id = ray.get_runtime_context().get_node_id()
     try:
         folder = Path(workflow_path)

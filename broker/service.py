@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from actors.handles import DirectoryHandle
 from broker.runtime_token import RuntimeTokenMinter
-from capabilities.usage import Taken
 from mozaiks import metrics
 from mozaiks.errors import InvalidCursor
 from mozaiks.protocol.broker_api import (
@@ -45,8 +45,12 @@ class AccessGate(Protocol):
     ``capability``: an installed workflow's own, which the registry file does not know."""
 
     async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool,
-                          capability: Any = None) -> None:
-        """Raises ``ApiError`` when the user may not start (or resume) the workflow now."""
+                          capability: Any = None) -> Sequence[tuple[str, int]]:
+        """Raises ``ApiError`` when the user may not start (or resume) the workflow now; returns
+        what it took from the usage limits (a rate slot, token reservations)."""
+
+    async def give_back(self, taken: Sequence[tuple[str, int]]) -> None:
+        """Return what ``check_start`` took, for a creation refused after it."""
 
     async def visible(self, identity: Identity, workflow: Workflow,
                       capability: Any = None) -> tuple[bool, Listing | None]: ...
@@ -104,7 +108,7 @@ class SessionBroker:
     async def create_or_resume(self, identity: Identity, request: CreateSessionRequest,
                                idempotency_key: str | None) -> tuple[CreateSessionResponse, bool]:
         workflow, capability = await self._workflow(identity.app_id, request.workflow_name)
-        taken: Taken = []
+        taken: Sequence[tuple[str, int]] = ()
         if self.gate is not None:
             taken = await metrics.gated(self.gate.check_start(identity, workflow, resuming=request.chat_id is not None,
                                                               capability=capability))
@@ -114,7 +118,7 @@ class SessionBroker:
                                                  tenant_id=identity.tenant_id)
         except ApiError:
             if self.gate is not None:
-                await self.gate.usage.give_back(taken)  # refused: it spends no rate slot, no reservation
+                await self.gate.give_back(taken)  # refused: it spends no rate slot, no reservation
             raise
         token, expires_at = self._mint(chat)
         return CreateSessionResponse(chat_id=chat.chat_id, workflow_name=chat.workflow_name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from capabilities.entitlements import ALLOWED, Decision, EntitlementProvider
 from capabilities.registry import Capability, Registry
 from capabilities.usage import Taken, UsageLimits
@@ -28,6 +30,9 @@ class Gate:
             return ALLOWED
         # A host provider may hand back a dict; validating it keeps a malformed answer from passing.
         return Decision.model_validate(await self.provider.decide(identity, capability))
+
+    async def give_back(self, taken: Sequence[tuple[str, int]]) -> None:
+        await self.usage.give_back(list(taken))
 
     async def check_start(self, identity: Identity, workflow: Workflow, resuming: bool,
                           capability: Capability | None = None) -> Taken:
