@@ -83,11 +83,11 @@ class ChatUi:
     def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE, headers=PAGE_HEADERS)
 
-    def page_css(self) -> Response:
-        return Response(PAGE_CSS, media_type="text/css", headers={"Cache-Control": "no-cache"})
-
-    def asset(self, name: str) -> FileResponse:
-        """A file of the built bundle. Public code (no secrets in it), so any origin may embed it."""
+    def asset(self, name: str) -> Response:
+        """The full page's stylesheet, or a file of the built bundle: public code (no secrets in
+        it), so any origin may embed it."""
+        if name == "page.css":
+            return Response(PAGE_CSS, media_type="text/css", headers={"Cache-Control": "no-cache"})
         path = self.dist / name
         if not _ASSET.match(name) or not path.is_file():
             if not (self.dist / "mozaiks-chat.js").is_file():

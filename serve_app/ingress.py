@@ -209,10 +209,6 @@ class MozaiksIngress:
     async def chat_page(self) -> Response:
         return self.chatui.page()
 
-    @app.get("/chat/page.css", include_in_schema=False)
-    async def chat_page_css(self) -> Response:
-        return self.chatui.page_css()
-
     @app.get("/chat/{asset}", include_in_schema=False)
     async def chat_asset(self, asset: str) -> Response:
         return self.chatui.asset(asset)
