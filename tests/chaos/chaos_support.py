@@ -23,6 +23,7 @@ from mozaiks.client import BrokerClient, Session
 from mozaiks.store import open_store
 
 KINDS = ("sessions", "ingress", "directory")
+SESSION_SEARCH_S = 10.0  # how long a sessions round looks for a resident chat to kill
 QUIET_S = 20.0  # no frame for this long (pings come every 15 s): the link is dead, reconnect
 
 
@@ -101,10 +102,13 @@ class Kill:
 
 
 def schedule(seed: int, rounds: int, span_s: float) -> list[tuple[float, str]]:
-    """When and what to kill: every kind at least once, then random kinds, spread over ``span_s``."""
+    """When and what to kill: every kind at least once, then random kinds, spread over ``span_s``.
+    Sessions go first: after a directory kill the new directory knows no resident chat for a while,
+    and the chats may all be done by the time it does."""
     rng = random.Random(seed)
-    kinds = list(KINDS) + [rng.choice(KINDS) for _ in range(max(0, rounds - len(KINDS)))]
-    rng.shuffle(kinds)
+    rest = [k for k in KINDS if k != "sessions"] + [rng.choice(KINDS) for _ in range(max(0, rounds - len(KINDS)))]
+    rng.shuffle(rest)
+    kinds = ["sessions", *rest]
     times = sorted(rng.uniform(1.0, span_s) for _ in kinds)
     return list(zip(times, kinds, strict=True))
 
@@ -128,17 +132,31 @@ async def kill(kind: str, drivers: list[ChatDriver], rng: random.Random) -> list
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         return [f"ingress:{pid}" for pid in pids]
-    killed = []
-    for driver in rng.sample(drivers, k=min(len(drivers), rng.randint(2, 5))):
-        session = await directory.peek(driver.session.chat_id)
-        if session is None:
-            continue  # passivated or between owners: nothing resident to kill
+    wanted = rng.randint(2, 5)
+    deadline = time.monotonic() + SESSION_SEARCH_S
+    # A directory restarted by an earlier round knows no resident chat until the chats come back
+    # to it: look again until some running chat is resident, or every chat is done.
+    while not (killed := await _kill_resident(directory, drivers, rng, wanted)):
+        if time.monotonic() > deadline or all(d.completes for d in drivers):
+            break
+        await asyncio.sleep(0.2)
+    return killed
+
+
+async def _kill_resident(directory: DirectoryHandle, drivers: list[ChatDriver], rng: random.Random,
+                         wanted: int) -> list[str]:
+    killed: list[str] = []
+    for driver in rng.sample(drivers, k=len(drivers)):  # in random order, skipping chats that are done
+        if len(killed) == wanted:
+            break
         try:
-            pid = await session.pid()
-        except Exception:  # died meanwhile (a kill of the round before)
+            session = await directory.peek(driver.session.chat_id) if driver.completes == 0 else None
+            pid = await session.pid() if session is not None else None
+        except Exception:  # the directory is restarting, or the session died meanwhile
             continue
-        os.kill(pid, signal.SIGKILL)
-        killed.append(f"session:{driver.session.chat_id[:8]}")
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"session:{driver.session.chat_id[:8]}")
     return killed
 
 
