@@ -6,11 +6,8 @@ restarts, its sessions die with it and nothing is left serving a chat it no long
 - **Activation** of a chat is serialised by a per-chat lock: any number of concurrent connects and
   broker calls end with one live actor. The store's epoch fences out any actor this directory
   lost track of.
-- **Warm pool**: blank actors, prepared (store open, workflows parsed, their model providers
-  built) before anyone needs them, so starting a chat does not wait for a process to boot. It is
-  refilled to ``warm_pool_size`` with new processes, and takes back every passivated session's
-  process too: re-activating a chat then costs no new process. What the pool holds beyond its
-  size and has not been used for ``POOL_KEEP_S`` is ended.
+- **Warm pool** (``actors.warm_pool``): blank, prepared actors, so starting a chat does not wait
+  for a process to boot; it takes back every passivated session's process too.
 - **Passivation**: a session that has been idle for ``idle_timeout_s`` (a keep-alive of seconds)
   asks to be passivated; the directory releases it under the chat's lock and recycles the process
   into the pool. Open sockets do not keep a chat resident: a socket whose chat passivated stays
@@ -40,11 +37,11 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from actors.chat_session import ChatSession
 from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import DIRECTORY_NAME, NAMESPACE
 from actors.usage import prune_usage
+from actors.warm_pool import SessionProcess, WarmPool
 from mozaiks import logs, metrics
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
@@ -56,24 +53,13 @@ EVICTION_CANDIDATES = 8
 # A chat whose session keeps crashing is re-activated automatically at most this often; after
 # that it waits for its next connection or message.
 AUTO_RESTART_EVERY_S = 30.0
-# Blank actors beyond the pool's size are kept this long after their last use, then ended: long
-# enough to absorb the churn of chats passivating and coming back, short enough to give the
-# memory of a burst back.
-POOL_KEEP_S = 60.0
 RETENTION_EVERY_S = 24 * 3600.0  # how often usage older than usage_retention_days is deleted
 GAUGES_EVERY_S = 2.0  # how often the per-node residency gauges are set (Ray exports every few seconds)
 
 
 @dataclass(eq=False)
-class _Actor:
-    handle: ActorHandle
-    node_id: str
-    pooled_at: float = 0.0  # monotonic time it last went (back) into the pool
-
-
-@dataclass(eq=False)
 class _Resident:
-    actor: _Actor
+    actor: SessionProcess
     app_id: str
     user_id: str
 
@@ -90,7 +76,6 @@ class SessionDirectory:
                                       warm_pool_size=settings.warm_pool_size)
         self.resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
         self.per_node: Counter[str] = Counter()
-        self.pool: list[_Actor] = []
         self.locks = KeyedLocks()
         self.wakeups: WakeupTimer[tuple[str, str, str]] = WakeupTimer(
             lambda key: self._spawn(self._wake(*key)))
@@ -101,8 +86,9 @@ class SessionDirectory:
         self.counters: Counter[str] = Counter()
         self.handle = ray.get_runtime_context().current_actor
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._refill_task: asyncio.Task[None] | None = None
-        self._trim_task: asyncio.Task[None] | None = None
+        # When the pool is empty, a node at its cap lends its least recently used idle session.
+        self.pool = WarmPool(settings, DirectoryHandle(self.handle), settings.warm_pool_size,
+                             lambda: self._evict(None), self._spawn, self.counters)
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._wakeups_loaded: asyncio.Future[None] | None = None
@@ -110,7 +96,7 @@ class SessionDirectory:
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
         that passivated before this directory started; returns the pool size."""
-        await asyncio.gather(self._refill(), self._wakeups_taken_up())
+        await asyncio.gather(self.pool.refill(), self._wakeups_taken_up())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
         if self._retention_task is None and self.settings.usage_retention_days is not None:
@@ -148,7 +134,7 @@ class SessionDirectory:
     async def _report_gauges(self) -> None:
         known: set[str] = set()
         while True:
-            metrics.residency(self.per_node, [actor.node_id for actor in self.pool], known)
+            metrics.residency(self.per_node, self.pool.node_ids(), known)
             await asyncio.sleep(GAUGES_EVERY_S)
 
     # ------------------------------------------------------------------ activation
@@ -214,7 +200,7 @@ class SessionDirectory:
             # a node that is dying but not yet known dead.
             for _ in range(len(self.pool) + 2):
                 try:
-                    actor, kind = await self._take_blank()
+                    actor, kind = await self.pool.take()
                 except RayActorError:
                     continue
                 await self._make_room(actor.node_id)
@@ -225,10 +211,10 @@ class SessionDirectory:
                     await self._drop_pool_on_dead_nodes()
                     continue
                 except Exception:
-                    self._recycle(actor)  # a failed activation leaves the actor blank
+                    self.pool.recycle(actor)  # a failed activation leaves the actor blank
                     raise
                 if meta is None:
-                    self._recycle(actor)
+                    self.pool.recycle(actor)
                     return None
                 entry = _Resident(actor, app_id, user_id)
                 self.resident[chat_id] = entry
@@ -241,53 +227,7 @@ class SessionDirectory:
                 return actor.handle
             raise RuntimeError(f"no session actor could be started for chat {chat_id}")
         finally:
-            self._schedule_refill()  # after the activation: an eviction may have refilled the pool already
-
-    async def _take_blank(self) -> tuple[_Actor, str]:
-        """A blank actor, and whether it is a prepared process ("warm") or a new one ("cold")."""
-        if not self.pool:
-            freed = await self._evict(None)  # a node at its cap: reuse its least recently used idle session
-            if freed is not None:
-                return freed, "warm"
-            self.counters["cold_starts"] += 1
-            return await self._start_actor(), "cold"
-        return self.pool.pop(), "warm"
-
-    async def _start_actor(self) -> _Actor:
-        handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, DirectoryHandle(self.handle))
-        node_id = await handle.prepare.remote()
-        self.counters["processes_started"] += 1
-        return _Actor(handle, node_id)
-
-    def _schedule_refill(self) -> None:
-        if self._refill_task is None or self._refill_task.done():
-            self._refill_task = self._spawn(self._refill())
-
-    async def _refill(self) -> None:
-        missing = self.policy.warm_pool_size - len(self.pool)
-        if missing <= 0:
-            return
-        started = await asyncio.gather(*(self._start_actor() for _ in range(missing)), return_exceptions=True)
-        for actor in started:
-            if isinstance(actor, _Actor):
-                self._recycle(actor)
-            else:
-                log.warning("a warm-pool session actor failed to start: %s", actor)
-
-    def _recycle(self, actor: _Actor) -> None:
-        """A blank actor goes (back) into the pool; the pool is used last in, first out, so what
-        it holds beyond its size ages and is trimmed."""
-        actor.pooled_at = time.monotonic()
-        self.pool.append(actor)
-        if self._trim_task is None or self._trim_task.done():
-            self._trim_task = self._spawn(self._trim())
-
-    async def _trim(self) -> None:
-        while len(self.pool) > self.policy.warm_pool_size:
-            await asyncio.sleep(1.0)
-            cutoff = time.monotonic() - POOL_KEEP_S
-            while len(self.pool) > self.policy.warm_pool_size and self.pool[0].pooled_at < cutoff:
-                ray.kill(self.pool.pop(0).handle)
+            self.pool.schedule_refill()  # after the activation: an eviction may have refilled the pool already
 
     def _drop(self, chat_id: str) -> _Resident:
         entry = self.resident.pop(chat_id)
@@ -304,7 +244,7 @@ class SessionDirectory:
                 return False
             if not await self._release(chat_id, entry):
                 return False
-            self._recycle(entry.actor)
+            self.pool.recycle(entry.actor)
             return True
 
     async def _make_room(self, node_id: str) -> None:
@@ -314,9 +254,9 @@ class SessionDirectory:
                 # Every resident chat there is busy: the cap yields rather than making a user wait.
                 self.counters["over_cap"] += 1
                 return
-            self._recycle(freed)
+            self.pool.recycle(freed)
 
-    async def _evict(self, node_id: str | None) -> _Actor | None:
+    async def _evict(self, node_id: str | None) -> SessionProcess | None:
         """Passivate the least recently used idle chat on ``node_id`` (any node at its cap if None);
         returns its now blank actor."""
         asked = 0
@@ -388,12 +328,7 @@ class SessionDirectory:
 
     async def _drop_pool_on_dead_nodes(self) -> None:
         """A dead actor may mean a dead node: forget the pooled actors Ray knows died with theirs."""
-        alive = {node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node["Alive"]}
-        lost = [actor for actor in self.pool if actor.node_id not in alive]
-        if lost:
-            self.pool = [actor for actor in self.pool if actor.node_id in alive]
-            self.counters["pool_lost"] += len(lost)
-            self._schedule_refill()
+        self.pool.forget_lost({node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node["Alive"]})
 
     async def fenced(self, chat_id: str, actor: ActorHandle) -> None:
         """A session found a newer owner of its chat in the store and let go of the chat; the
@@ -404,7 +339,7 @@ class SessionDirectory:
             if entry is None or entry.actor.handle != actor:
                 return  # released meanwhile (it had let go already): the process may serve another chat now
             self._drop(chat_id)
-            self._recycle(entry.actor)
+            self.pool.recycle(entry.actor)
 
     # ------------------------------------------------------------------ operations
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
@@ -417,9 +352,7 @@ class SessionDirectory:
         for name, value in changes.items():
             if value is not None:
                 setattr(self.policy, name, value)
-        while len(self.pool) > self.policy.warm_pool_size:
-            ray.kill(self.pool.pop(0).handle)
-        self._schedule_refill()
+        self.pool.resize(self.policy.warm_pool_size)
         return previous
 
     async def pid(self) -> int:
@@ -428,7 +361,7 @@ class SessionDirectory:
     async def stats(self) -> DirectoryStats:
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
                               per_node={node: n for node, n in self.per_node.items() if n},
-                              pool_per_node=dict(Counter(actor.node_id for actor in self.pool)),
+                              pool_per_node=dict(Counter(self.pool.node_ids())),
                               policy=self.policy.model_copy(), counters=dict(self.counters))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
