@@ -6,9 +6,10 @@ children. The parent then, in this order, each step safe to repeat after a crash
 1. moves to step ``children`` with the request in its snapshot (one commit with the agent's reply);
 2. creates every child chat — same app and user, ``context.fanout_parent`` naming the parent —
    with an idempotency key per child, then the store's fan-out record listing them;
-3. starts up to ``max_children`` of them (``chat.child_started``, then the child's own session
-   actor through the directory, seeded with a message whose client id makes a second start a
-   duplicate), and one more each time one ends.
+3. starts up to ``max_children`` of them, within the cluster-wide ``settings.max_running_children``
+   (actors/child_slots.py), with ``chat.child_started``, then the child's own session actor through
+   the directory, seeded with a message whose client id makes a second start a duplicate; and one
+   more each time one ends (its own or, when the cluster cap held it back, anyone's).
 
 A child whose run ends records its outcome in the fan-out record (exactly once: the store's
 ``set_child_status`` only moves a child that has not ended) and tells the parent, whose session
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from actors import child_slots
 from actors.commits import EventSpec, error_event
 from actors.handles import DirectoryHandle
 from actors.run_host import RunHost
@@ -144,15 +146,19 @@ async def advance(engine: RunHost, resumed: bool = False) -> None:
             return
         record = await _ensure_created(engine, pending)
         ended = [c for c in record.children if c.status in CHILD_ENDED]
-        events = [_completed_event(c) for c in ended if c.index not in pending.reported]
-        pending.reported += [c.index for c in ended if c.index not in pending.reported]
+        newly = [c for c in ended if c.index not in pending.reported]
+        events = [_completed_event(c) for c in newly]
+        pending.reported += [c.index for c in newly]
+        # The child freed its slot as it ended; again here, in case this parent's last call
+        # (reading the record before the child ended) claimed it back.
+        await _free_slots(engine, [c.chat_id for c in newly])
         if len(ended) == len(record.children):
             await _fan_in(engine, pending, record, events)
             return
         limit = pending.journey.fan_out.max_children or len(record.children)
         running = [i for i in pending.started if i not in pending.reported]
         fresh = [c for c in record.children if c.index not in pending.started and c.status == "pending"]
-        fresh = fresh[:max(0, limit - len(running))]
+        fresh = await _within_cluster_cap(engine, record, running, fresh[:max(0, limit - len(running))])
         events += [(None, ev.ChildStarted(child_chat_id=c.chat_id, workflow_name=c.workflow_name,
                                           journey=pending.journey.id, index=c.index, total=len(record.children)))
                    for c in fresh]
@@ -162,6 +168,44 @@ async def advance(engine: RunHost, resumed: bool = False) -> None:
         starting = {c.index for c in fresh} | (set(running) if resumed else set())
         waiting = [c for c in record.children if c.index in starting and c.status not in CHILD_ENDED]
         await asyncio.gather(*(_start(engine, pending, c) for c in waiting))
+
+
+async def _within_cluster_cap(engine: RunHost, record: FanOutRecord, running: list[int],
+                              fresh: list[ChildLink]) -> list[ChildLink]:
+    """The ``fresh`` children the cluster-wide cap lets start now (actors/child_slots.py); if it
+    holds some back, the parent is woken when a slot frees."""
+    chat, by_index = engine.chat, {c.index: c for c in record.children}
+    granted = set(await child_slots.acquire(engine.settings.max_running_children,
+                                            (chat.app_id, chat.user_id, chat.chat_id),
+                                            [by_index[i].chat_id for i in running], [c.chat_id for c in fresh]))
+    return [c for c in fresh if c.chat_id in granted]
+
+
+async def _free_slots(engine: RunHost, children: list[str]) -> None:
+    if children:
+        wake(await child_slots.release(engine.settings.max_running_children, children), engine.chat.chat_id)
+
+
+_waking: set[asyncio.Task[None]] = set()
+
+
+def wake(parents: list[child_slots.ParentKey], but: str | None = None) -> None:
+    """Tell parents waiting for a slot that one freed. Not awaited: the caller may hold its own
+    children lock, which a woken parent's call back (freeing a slot) would wait for."""
+    for app_id, user_id, chat_id in parents:
+        if chat_id != but:
+            task = asyncio.create_task(_changed(app_id, user_id, chat_id))
+            _waking.add(task)
+            task.add_done_callback(_waking.discard)
+
+
+async def _changed(app_id: str, user_id: str, chat_id: str) -> None:
+    try:
+        session = await DirectoryHandle.lookup().session(app_id, user_id, chat_id)
+        if session is not None:
+            await session.children_changed(chat_id)
+    except Exception:
+        log.exception("chat %s waiting for a child slot could not be woken", chat_id)
 
 
 async def _ensure_created(engine: RunHost, pending: PendingChildren) -> FanOutRecord:
@@ -305,6 +349,7 @@ async def _end_open_children(engine: RunHost, status: ChildStatus) -> FanOutReco
                                                                   child.index, status, error=f"child {status}")
             if changed and child.index in pending.started:
                 await _cancel_child(chat, child.chat_id)
+    await _free_slots(engine, [c.chat_id for c in record.children])
     return record
 
 
@@ -338,10 +383,9 @@ async def report_to_parent(engine: RunHost, run_status: str) -> bool:
     except FanOutNotFound:
         log.warning("chat %s names fan-out %s, which does not exist", chat.chat_id, link.fanout_id)
         return True
+    wake(await child_slots.release(engine.settings.max_running_children, [chat.chat_id]), link.chat_id)
     if changed:  # else the parent ended it already (a timeout, a cancel) and knows
-        parent = await DirectoryHandle.lookup().session(chat.app_id, chat.user_id, link.chat_id)
-        if parent is not None:
-            await parent.children_changed(link.chat_id)
+        await _changed(chat.app_id, chat.user_id, link.chat_id)
     return True
 
 

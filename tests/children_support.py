@@ -97,25 +97,54 @@ def write_children(root: Path) -> None:
         "    return f'{parts} parts started'\n")
 
 
+def write_generator_child(root: Path) -> None:
+    """``fo_child_gen``: a child whose tool asks for the ``generator`` resource and says where it ran."""
+    _write(root / "fo_child_gen", {
+        "orchestrator.json": {"name": "fo_child_gen", "startup_mode": "UserDriven", "initial_agent": "Builder",
+                              "human_in_the_loop": False, "max_turns": 4},
+        "agents.json": {"agents": [{"name": "Builder", "tools": ["where"], "model": {"provider": "scripted", "script": [
+            {"tool_calls": [{"name": "where", "arguments": {}}]},
+            {"text": "built on {context.tool_node}"}]}}]},
+        "handoffs.json": {"handoff_rules": [
+            {"source_agent": "Builder", "target_agent": "terminate", "handoff_type": "after_work"}]},
+        "tools.json": {"tools": [{"name": "where", "description": "Say which node this ran on", "file": "where.py",
+                                  "agents": ["Builder"], "execution": {"num_cpus": 0.1, "resources": {"generator": 1}}}]},
+    })
+    (root / "fo_child_gen" / "tools").mkdir(exist_ok=True)
+    (root / "fo_child_gen" / "tools" / "where.py").write_text(
+        "import ray\n\nfrom workflows.tool_context import ToolContext\n\n\n"
+        "def where(ctx: ToolContext) -> str:\n"
+        "    node = ray.get_runtime_context().get_node_id()\n"
+        "    ctx.set_context('tool_node', node)\n"
+        "    return node\n")
+
+
+def v3_graph(fan_in: dict[str, Any], fan_out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The MozaiksAI v3 spelling, as WritersRoom/_pack/workflow_graph.json has it."""
+    return {"version": 3, "mid_flight_journeys": [{
+        "id": "split_work", "trigger_agent": "Planner",
+        "fan_out": {"spawn_mode": "workflow", **(fan_out or {})},
+        "fan_in": {"resume_agent": "Reporter", **fan_in}}]}
+
+
 def write_parent(root: Path, name: str, children: list[dict[str, Any]], fan_in: dict[str, Any],
-                 fan_out: dict[str, Any] | None = None) -> str:
-    """A parent workflow whose Planner fans out to ``children``; returns its name."""
+                 fan_out: dict[str, Any] | None = None, *, graph: dict[str, Any] | None = None,
+                 output: dict[str, Any] | None = None) -> str:
+    """A parent workflow whose Planner fans out to ``children`` (or names them in ``output``, its
+    structured output), declared by ``graph`` (default: v3 with ``fan_in`` and ``fan_out``);
+    returns its name."""
     _write(root / name, {
         "orchestrator.json": {"name": name, "startup_mode": "UserDriven", "initial_agent": "Planner",
                               "human_in_the_loop": False, "max_turns": 10},
         "agents.json": {"agents": [
             {"name": "Planner", "structured_output": "Split",
-             "model": {"provider": "scripted", "script": [{"structured": {"children": children}}]}},
+             "model": {"provider": "scripted", "script": [{"structured": output or {"children": children}}]}},
             {"name": "Reporter", "model": {"provider": "scripted", "script": [
                 {"text": "Merged: {context.%s}" % fan_in.get("inject_as", "child_results")}]}}]},
         "handoffs.json": {"handoff_rules": [
             {"source_agent": "Reporter", "target_agent": "terminate", "handoff_type": "after_work"}]},
-        "structured_outputs.json": {"models": {"Split": {"type": "object", "required": ["children"]}}},
-        # The MozaiksAI v3 spelling, as WritersRoom/_pack/workflow_graph.json has it.
-        "_pack/workflow_graph.json": {"version": 3, "mid_flight_journeys": [{
-            "id": "split_work", "trigger_agent": "Planner",
-            "fan_out": {"spawn_mode": "workflow", **(fan_out or {})},
-            "fan_in": {"resume_agent": "Reporter", **fan_in}}]},
+        "structured_outputs.json": {"models": {"Split": {"type": "object", "required": list(output or ["children"])}}},
+        "_pack/workflow_graph.json": graph or v3_graph(fan_in, fan_out),
     })
     return name
 

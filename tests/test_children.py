@@ -263,3 +263,37 @@ async def test_a_tool_fans_out_through_its_tool_context(broker_for):
     # The agent that called the tool goes on, with the merged result in its context.
     last = [t for t in data(seen, "chat.text") if t["role"] == "assistant"][-1]
     assert last["agent"] == "Worker" and json.loads(last["content"].removeprefix("Parts: "))["by"] == "a"
+
+
+# The MozaiksAI spellings of a fan-out, each run end to end: the v2 flat `journeys` list, its
+# legacy name `nested_chats`, and a trigger agent answering with a `PatternSelection` payload.
+FLAT = {"trigger_agent": "Planner", "spawn_mode": "workflow", "resume_agent": "Reporter",
+        "aggregation_strategy": "structured", "expected_output_keys": ["items", "vote"],
+        "child_context_seed": {"item": "seeded", "vote": "yes"}}
+SELECTION = {"PatternSelection": {"is_multi_workflow": True, "workflows": [
+    {"name": "fo_child_a", "description": "Draft it"}, {"name": "fo_child_b", "initial_message": "Review it"}]}}
+
+
+@pytest.mark.parametrize("spelling, graph", [
+    ("v2", {"journeys": [FLAT]}),
+    ("nested_chats", {"nested_chats": [FLAT]}),
+    ("pattern_selection", {"version": 3, "mid_flight_journeys": [{
+        "id": "pick", "trigger_agent": "Planner",
+        "fan_out": {"child_context_seed": {"item": "seeded", "vote": "yes"}},
+        "fan_in": {"resume_agent": "Reporter", "merge_mode": "structured",
+                   "output_contract": {"required": ["items", "vote"]}}}]}),
+])
+async def test_each_mozaiksai_spelling_fans_out_and_resumes(broker_for, workflows_dir, spelling, graph):
+    parent = write_parent(workflows_dir, f"fo_parent_{spelling}", [], {}, graph=graph, output=SELECTION
+                          if spelling == "pattern_selection" else {"children": ["fo_child_a", "fo_child_b"]})
+    broker = broker_for(f"fo-{spelling}")
+    _, seen = await run_parent(broker, parent)
+    assert data(seen, "chat.run_complete")[-1]["status"] == "completed"
+    assert [s["workflow_name"] for s in data(seen, "chat.child_started")] == ["fo_child_a", "fo_child_b"]
+    [merged] = data(seen, "chat.children_merged")
+    assert (merged["merge_mode"], merged["resume_agent"], merged["completed"]) == ("structured", "Reporter", 2)
+    # Each child got the journey's child_context_seed (and, from PatternSelection, its own message).
+    expected = {"0": answer("a", "seeded", "yes"), "1": answer("b", "seeded", "yes")}
+    assert merged_value(seen) == expected
+    [report] = [t for t in data(seen, "chat.text") if t["agent"] == "Reporter"]
+    assert json.loads(report["content"].removeprefix("Merged: ")) == expected

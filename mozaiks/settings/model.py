@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     warm_pool_size: int = 2
     idle_timeout_s: float = 10.0
     max_resident_sessions: int = 200
+    # Child chats running at once across the whole cluster, all fan-outs together (each fan-out's
+    # own max_children applies too); None: no cap beyond max_children. docs/workflows.md.
+    max_running_children: int | None = Field(default=100, ge=1)
 
     # Models
     openai_base_url: str | None = None
