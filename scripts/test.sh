@@ -16,4 +16,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >&2 \
     || echo "warning: postgresql could not be installed; the PostgreSQL store tests will skip" >&2
 fi
+# The head-node fault tolerance test keeps Ray's GCS in a throw-away local Redis.
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing redis-server for the GCS fault tolerance test (apt)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } >&2 \
+    || echo "warning: redis-server could not be installed; the GCS fault tolerance test will skip" >&2
+fi
 exec python -m pytest "$@"
