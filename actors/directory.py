@@ -1,7 +1,9 @@
 """Finds or activates the one session actor of a chat; passivates, caps and recycles them.
 
-A single named actor per cluster, and the owner of every session actor (so if it dies and
-restarts, its sessions die with it and nothing is left serving a chat it no longer knows).
+One shard of the cluster's directory: a named actor serving the chats that hash to it
+(actors/names.py:shard_of; ``settings.directory_shards`` of them), and the owner of their session
+actors (so if it dies and restarts, its sessions die with it and nothing is left serving a chat
+it no longer knows). Each shard keeps its own warm pool and its share of the per-node cap.
 
 - **Activation** of a chat is serialised by a per-chat lock: any number of concurrent connects and
   broker calls end with one live actor. The store's epoch fences out any actor this directory
@@ -39,7 +41,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
-from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.names import NAMESPACE, directory_name, shard_of
 from actors.usage import prune_usage
 from actors.warm_pool import SessionProcess, WarmPool
 from mozaiks import logs, metrics
@@ -68,9 +70,10 @@ class _Resident:
 # ``lifetime`` call: far more than the default 1,000 concurrent calls of an async actor.
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=100_000)
 class SessionDirectory:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shard: int = 0) -> None:
         logs.configure(settings.log_format, settings.log_level)
         self.settings = settings
+        self.shard = shard
         self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
                                       max_resident_sessions=settings.max_resident_sessions,
                                       warm_pool_size=settings.warm_pool_size)
@@ -84,10 +87,11 @@ class SessionDirectory:
         self.activated: dict[str, asyncio.Future[None]] = {}
         self.followers: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
-        self.handle = ray.get_runtime_context().current_actor
+        # What this shard's sessions call back (passivate, fenced): they serve only its chats.
+        self.handle = DirectoryHandle(settings.directory_shards, {shard: ray.get_runtime_context().current_actor})
         self._tasks: set[asyncio.Task[Any]] = set()
         # When the pool is empty, a node at its cap lends its least recently used idle session.
-        self.pool = WarmPool(settings, DirectoryHandle(self.handle), settings.warm_pool_size,
+        self.pool = WarmPool(settings, self.handle, self._share(settings.warm_pool_size),
                              lambda: self._evict(None), self._spawn, self.counters)
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
@@ -99,7 +103,7 @@ class SessionDirectory:
         await asyncio.gather(self.pool.refill(), self._wakeups_taken_up())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
-        if self._retention_task is None and self.settings.usage_retention_days is not None:
+        if self._retention_task is None and self.settings.usage_retention_days is not None and self.shard == 0:
             self._retention_task = self._spawn(self._keep_usage_retention(self.settings.usage_retention_days))
         return len(self.pool)
 
@@ -114,7 +118,8 @@ class SessionDirectory:
         try:
             await store.init()
             for wakeup in await store.list_wakeups():
-                self.wakeups.add(wakeup.wake_at, (wakeup.app_id, wakeup.user_id, wakeup.chat_id))
+                if self._mine(wakeup.chat_id):
+                    self.wakeups.add(wakeup.wake_at, (wakeup.app_id, wakeup.user_id, wakeup.chat_id))
         except Exception:  # activation must not depend on it: those chats time out when next opened
             log.exception("the stored wake-ups could not be read; passivated chats' timeouts wait for a visit")
         finally:
@@ -134,7 +139,7 @@ class SessionDirectory:
     async def _report_gauges(self) -> None:
         known: set[str] = set()
         while True:
-            metrics.residency(self.per_node, self.pool.node_ids(), known)
+            metrics.residency(self.shard, self.per_node, self.pool.node_ids(), known)
             await asyncio.sleep(GAUGES_EVERY_S)
 
     # ------------------------------------------------------------------ activation
@@ -229,6 +234,19 @@ class SessionDirectory:
         finally:
             self.pool.schedule_refill()  # after the activation: an eviction may have refilled the pool already
 
+    def _mine(self, chat_id: str) -> bool:
+        return shard_of(chat_id, self.settings.directory_shards) == self.shard
+
+    def _cap(self) -> int:
+        """This shard's share of a node's resident sessions: the shards split the per-node cap
+        evenly (chats hash evenly over them), so together they stay within it."""
+        return max(1, self.policy.max_resident_sessions // self.settings.directory_shards)
+
+    def _share(self, pool_size: int) -> int:
+        """This shard's part of the warm pool: the size is the cluster's, split over the shards
+        (rounded up, so that no shard of a non-empty pool starts every chat cold)."""
+        return -(-pool_size // self.settings.directory_shards)
+
     def _drop(self, chat_id: str) -> _Resident:
         entry = self.resident.pop(chat_id)
         self.per_node[entry.actor.node_id] -= 1
@@ -248,7 +266,7 @@ class SessionDirectory:
             return True
 
     async def _make_room(self, node_id: str) -> None:
-        while self.per_node[node_id] >= self.policy.max_resident_sessions:
+        while self.per_node[node_id] >= self._cap():
             freed = await self._evict(node_id)
             if freed is None:
                 # Every resident chat there is busy: the cap yields rather than making a user wait.
@@ -262,7 +280,7 @@ class SessionDirectory:
         asked = 0
         for chat_id, entry in list(self.resident.items()):
             node = entry.actor.node_id
-            if ((node_id is not None and node != node_id) or self.per_node[node] < self.policy.max_resident_sessions
+            if ((node_id is not None and node != node_id) or self.per_node[node] < self._cap()
                     or self.locks.busy(chat_id)):
                 continue
             if asked == EVICTION_CANDIDATES:
@@ -352,7 +370,7 @@ class SessionDirectory:
         for name, value in changes.items():
             if value is not None:
                 setattr(self.policy, name, value)
-        self.pool.resize(self.policy.warm_pool_size)
+        self.pool.resize(self._share(self.policy.warm_pool_size))
         return previous
 
     async def pid(self) -> int:
@@ -377,6 +395,9 @@ class SessionDirectory:
 
 
 def get_directory(settings: Settings) -> DirectoryHandle:
-    """The cluster's directory, created on first use (detached, so it outlives the caller)."""
-    return DirectoryHandle(SessionDirectory.options(name=DIRECTORY_NAME, namespace=NAMESPACE, get_if_exists=True,
-                                                    lifetime="detached").remote(settings))
+    """The cluster's directory shards, created on first use (detached, so they outlive the caller)."""
+    shards = settings.directory_shards
+    return DirectoryHandle(shards, {
+        index: SessionDirectory.options(name=directory_name(index), namespace=NAMESPACE, get_if_exists=True,
+                                        lifetime="detached").remote(settings, index)
+        for index in range(shards)})

@@ -8,13 +8,15 @@ A handle pickles with its Ray handle inside, so it may be passed to actors and t
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from typing import Any
 
 import ray
 from pydantic import BaseModel
 from ray.actor import ActorHandle
 
-from actors.names import DIRECTORY_NAME, NAMESPACE
+from actors.names import NAMESPACE, directory_name, shard_of
 from mozaiks.errors import ChatNotFound, SessionGone, StaleOwnerError
 from mozaiks.protocol.client_messages import ChatMessage
 from mozaiks.protocol.events import Ack, ChatMeta
@@ -62,6 +64,7 @@ class DirectoryStats(BaseModel):
     pool_per_node: dict[str, int] = {}  # warm-pool actors by node
     policy: LifecyclePolicy
     counters: dict[str, int]  # activations, passivations, crashes, fenced, evictions, … (absent = 0)
+    shards: list[DirectoryStats] = []  # each shard's own figures (the handle's sum only)
 
     def count(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -155,58 +158,109 @@ class SessionHandle:
 
 
 class DirectoryHandle:
-    """The cluster's session directory: finds or activates a chat's session."""
+    """The cluster's session directory: its shards, each the directory of the chats that hash to
+    it (actors/names.py:shard_of). Every call goes straight to the chat's shard; the shards'
+    actors are looked up by name on first use, so a handle can be built (and pickled) anywhere."""
 
-    def __init__(self, actor: ActorHandle) -> None:
-        self.actor = actor
+    def __init__(self, shards: int, actors: dict[int, ActorHandle] | None = None) -> None:
+        if shards < 1:
+            raise ValueError("a directory has at least one shard")
+        self.shards = shards
+        self._actors = dict(actors or {})
 
     @classmethod
     def lookup(cls) -> DirectoryHandle:
-        """The running directory (raises ValueError if none was started)."""
-        return cls(ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE))
+        """The running directory (raises ValueError if none was started). Its shard count is
+        that of the shards started; it is looked up once per process and cluster."""
+        cluster = ray.get_runtime_context().gcs_address
+        found = _looked_up.get(cluster)
+        if found is None:
+            actors: dict[int, ActorHandle] = {}
+            while True:
+                try:
+                    actors[len(actors)] = ray.get_actor(directory_name(len(actors)), namespace=NAMESPACE)
+                except ValueError:
+                    break
+            if not actors:
+                raise ValueError("no session directory runs on this Ray cluster")
+            found = _looked_up[cluster] = cls(len(actors), actors)
+        return found
+
+    @staticmethod
+    def forget() -> None:
+        """Drop the looked-up directories (the runtime that ran them stopped)."""
+        _looked_up.clear()
+
+    def shard(self, index: int) -> ActorHandle:
+        actor = self._actors.get(index)
+        if actor is None:
+            actor = self._actors[index] = ray.get_actor(directory_name(index), namespace=NAMESPACE)
+        return actor
+
+    def of(self, chat_id: str) -> ActorHandle:
+        """The shard that serves the chat."""
+        return self.shard(shard_of(chat_id, self.shards))
+
+    def _all(self) -> list[ActorHandle]:
+        return [self.shard(index) for index in range(self.shards)]
 
     async def session(self, app_id: str, user_id: str, chat_id: str,
                       dead: SessionHandle | None = None) -> SessionHandle | None:
         """The chat's live session, activating one if needed; None if this app and user have no
         such chat. ``dead`` is a session the caller saw die: it is replaced."""
-        actor = await self.actor.get.remote(app_id, user_id, chat_id, dead.actor if dead else None)
+        actor = await self.of(chat_id).get.remote(app_id, user_id, chat_id, dead.actor if dead else None)
         return SessionHandle(actor) if actor is not None else None
 
     async def follow(self, app_id: str, user_id: str, chat_id: str, gone: SessionHandle, crashed: bool,
                      wait_s: float) -> SessionHandle | None:
         """The chat's session after ``gone`` stopped serving it: re-activated after a crash, else
         waited for (up to ``wait_s``, then None) until a message or a connection activates it."""
-        exists, actor = await self.actor.follow.remote(app_id, user_id, chat_id, gone.actor, crashed, wait_s)
+        exists, actor = await self.of(chat_id).follow.remote(app_id, user_id, chat_id, gone.actor, crashed, wait_s)
         if not exists:
             raise ChatNotFound(chat_id)
         return SessionHandle(actor) if actor is not None else None
 
     async def peek(self, chat_id: str) -> SessionHandle | None:
         """The chat's resident session, without activating one."""
-        actor = await self.actor.peek.remote(chat_id)
+        actor = await self.of(chat_id).peek.remote(chat_id)
         return SessionHandle(actor) if actor is not None else None
 
     async def passivate(self, chat_id: str, session: SessionHandle) -> bool:
         """``session`` has been idle long enough and asks to go; True if it was released."""
-        result: bool = await self.actor.passivate.remote(chat_id, session.actor)
+        result: bool = await self.of(chat_id).passivate.remote(chat_id, session.actor)
         return result
 
     async def fenced(self, chat_id: str, session: SessionHandle) -> None:
         """``session`` found a newer owner of the chat and let it go."""
-        await self.actor.fenced.remote(chat_id, session.actor)
+        await self.of(chat_id).fenced.remote(chat_id, session.actor)
 
     async def ready(self) -> int:
-        """Fill the warm pool; returns its size."""
-        result: int = await self.actor.ready.remote()
-        return result
+        """Fill every shard's warm pool; returns their sizes together."""
+        sizes: list[int] = await asyncio.gather(*(actor.ready.remote() for actor in self._all()))
+        return sum(sizes)
 
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
                         warm_pool_size: int | None = None) -> LifecyclePolicy:
-        """Change the lifecycle policy at run time; returns the previous one."""
-        result: LifecyclePolicy = await self.actor.configure.remote(idle_timeout_s, max_resident_sessions,
-                                                                    warm_pool_size)
-        return result
+        """Change the lifecycle policy of every shard at run time; returns the previous one."""
+        previous: list[LifecyclePolicy] = await asyncio.gather(*(
+            actor.configure.remote(idle_timeout_s, max_resident_sessions, warm_pool_size) for actor in self._all()))
+        return previous[0]
 
     async def stats(self) -> DirectoryStats:
-        result: DirectoryStats = await self.actor.stats.remote()
-        return result
+        """The shards' figures added up (the policy is the same in all of them)."""
+        shards: list[DirectoryStats] = await asyncio.gather(*(actor.stats.remote() for actor in self._all()))
+        return DirectoryStats(resident=sum(s.resident for s in shards), pool=sum(s.pool for s in shards),
+                              wakeups=sum(s.wakeups for s in shards),
+                              per_node=dict(sum((Counter(s.per_node) for s in shards), Counter())),
+                              pool_per_node=dict(sum((Counter(s.pool_per_node) for s in shards), Counter())),
+                              policy=shards[0].policy,
+                              counters=dict(sum((Counter(s.counters) for s in shards), Counter())),
+                              shards=[s.model_copy(update={"shards": []}) for s in shards])
+
+    async def pids(self) -> list[int]:
+        """Each shard's process id, by shard (for tests that kill or freeze one)."""
+        pids: list[int] = await asyncio.gather(*(actor.pid.remote() for actor in self._all()))
+        return pids
+
+
+_looked_up: dict[str, DirectoryHandle] = {}  # gcs address -> the directory running there

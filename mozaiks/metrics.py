@@ -102,9 +102,11 @@ class Histogram(_Metric):
 CHAT = ("app_id", "workflow")
 
 # Sessions (the SessionDirectory)
-SESSIONS_RESIDENT = Gauge("mozaiks_sessions_resident", "Chats bound to a session actor, per node", ("node_id",))
-WARM_POOL = Gauge("mozaiks_warm_pool_size", "Blank session actors ready for the next activation, per node",
-                  ("node_id",))
+# Set by each directory shard for its own chats and pool: sum over ``shard`` for a node's figure.
+SESSIONS_RESIDENT = Gauge("mozaiks_sessions_resident", "Chats bound to a session actor, per node and directory "
+                          "shard", ("node_id", "shard"))
+WARM_POOL = Gauge("mozaiks_warm_pool_size", "Blank session actors ready for the next activation, per node and "
+                  "directory shard", ("node_id", "shard"))
 ACTIVATIONS = Counter("mozaiks_activations_total", "Chats bound to a session actor; kind=warm reused a "
                       "prepared process, kind=cold started one", ("app_id", "kind"))
 PASSIVATIONS = Counter("mozaiks_passivations_total", "Idle chats released from their session actor", ("app_id",))
@@ -234,13 +236,13 @@ async def store_commit(write: Awaitable[T]) -> T:
         STORE_COMMIT_SECONDS.observe(time.perf_counter() - started, status=status)
 
 
-def residency(resident_per_node: Mapping[str, int], pool_nodes: list[str], known: set[str]) -> None:
-    """Set the per-node gauges; ``known`` collects every node reported so far, so a node whose
-    count fell to zero reports zero instead of its last value."""
+def residency(shard: int, resident_per_node: Mapping[str, int], pool_nodes: list[str], known: set[str]) -> None:
+    """Set one shard's per-node gauges; ``known`` collects every node reported so far, so a node
+    whose count fell to zero reports zero instead of its last value."""
     known.update(resident_per_node, pool_nodes)
     for node in known:
-        SESSIONS_RESIDENT.set(resident_per_node.get(node, 0), node_id=node)
-        WARM_POOL.set(pool_nodes.count(node), node_id=node)
+        SESSIONS_RESIDENT.set(resident_per_node.get(node, 0), node_id=node, shard=shard)
+        WARM_POOL.set(pool_nodes.count(node), node_id=node, shard=shard)
 
 
 class _OpenSockets:

@@ -124,6 +124,7 @@ def stop_runtime() -> None:
         _address_file = None
     serve.shutdown()
     ray.shutdown()
+    DirectoryHandle.forget()
     _owns_ray = False
 
 

@@ -28,14 +28,16 @@ async def _dead(actor: Any) -> None:
 
 
 @asynccontextmanager
-async def _frozen(pid: int) -> AsyncIterator[None]:
-    """A process that is alive but answers nothing (SIGSTOP): what a directory swamped by a burst
+async def _frozen(pids: list[int]) -> AsyncIterator[None]:
+    """Processes that are alive but answer nothing (SIGSTOP): what a directory swamped by a burst
     of re-activations on a loaded node looks like to everyone waiting on it."""
-    os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in_time(broker_for, settings):
@@ -48,9 +50,9 @@ async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in
     victim = await sessions.peek(session.chat_id)
     assert victim is not None
     pid = await victim.pid()
-    directory_pid = await sessions.actor.pid.remote()
+    directory_pids = await sessions.pids()
 
-    async with _frozen(directory_pid):  # the session cannot be re-activated for now
+    async with _frozen(directory_pids):  # the session cannot be re-activated for now
         os.kill(pid, signal.SIGKILL)
         await _dead(victim.actor)
         reported = time.monotonic()
@@ -76,14 +78,14 @@ async def test_a_socket_whose_session_dies_mid_tool_call_is_told_to_reconnect_in
 async def test_a_session_killed_between_a_run_end_and_its_journey_hook_still_advances_the_journey(broker_for):
     broker = broker_for("journey-crash")
     sessions = directory()
-    directory_pid = await sessions.actor.pid.remote()
+    directory_pids = await sessions.pids()
     session = await broker.create_session("j_a", context={"topic": "t"})
     sock = await RawSocket.open(session)  # AgentDriven: its run starts now, and streams for ~1.5 s
     await sock.next("chat.text_delta")
     victim = await sessions.peek(session.chat_id)
     assert victim is not None
     pid = await victim.pid()
-    async with _frozen(directory_pid):  # the hook cannot start the next step's chats
+    async with _frozen(directory_pids):  # the hook cannot start the next step's chats
         done = await sock.next("chat.run_complete")
         assert done["data"]["status"] == "completed"
         os.kill(pid, signal.SIGKILL)  # after the run's end is durable, before its hook finished

@@ -91,7 +91,10 @@ class Settings(BaseSettings):
     # Session lifecycle
     warm_pool_size: int = 2
     idle_timeout_s: float = 10.0
-    max_resident_sessions: int = 200
+    max_resident_sessions: int = 200  # per node, over all directory shards (docs/architecture.md)
+    # Directory shards (actors/names.py:shard_of): one is enough for a laptop; a cluster spreads
+    # activations and crash recovery over several. Fixed for a runtime's life.
+    directory_shards: int = Field(default=1, ge=1, le=64)
     # Child chats running at once across the whole cluster, all fan-outs together (each fan-out's
     # own max_children applies too); None: no cap beyond max_children. docs/workflows.md.
     max_running_children: int | None = Field(default=100, ge=1)

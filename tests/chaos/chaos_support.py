@@ -124,7 +124,8 @@ async def kill(kind: str, drivers: list[ChatDriver], rng: random.Random) -> list
     """SIGKILL what ``kind`` names; returns what was killed."""
     directory = DirectoryHandle.lookup()
     if kind == "directory":
-        pid = await directory.actor.pid.remote()
+        pids = await directory.pids()
+        pid = pids[0] if len(pids) == 1 else rng.choice(pids)  # one shard; one alone draws nothing (seeds replay)
         os.kill(pid, signal.SIGKILL)
         return [f"directory:{pid}"]
     if kind == "ingress":
