@@ -1,6 +1,7 @@
 """Defects a hostile client found (issue 14), one test each, against the real Serve app: oversized
 integers, bodies and contexts, binary auth frames, reused idempotency keys, ids that cannot be
-routed, NumericDate claims given as strings, unknown message types."""
+routed, NumericDate claims given as strings, unknown message types, upgrades over the header
+limits."""
 
 from __future__ import annotations
 
@@ -170,3 +171,28 @@ async def test_refused_creations_spend_no_rate_limit_slot(http, settings):
         assert refused.status_code == 422, refused.text
     created = await http.post("/api/mozaiks/sessions", json={"workflow_name": "hello"}, headers=auth(user))
     assert created.status_code == 201, created.text
+
+
+# Serve's proxy runs uvicorn, whose WebSocket implementation parses the upgrade again with the
+# `websockets` limits; uvicorn before 0.55 left such a request unanswered for a minute.
+@pytest.mark.parametrize(("query", "padding", "status"), [
+    ("", f"X-Padding: {'a' * 9 * 1024}\r\n", b"431"),
+    ("", f"X-Padding: {'a' * 64 * 1024}\r\n", b"431"),
+    ("", "".join(f"X-Padding-{i}: a\r\n" for i in range(129)), b"431"),
+    ("?padding=" + "a" * 9 * 1024, "", b"414"),
+])
+async def test_an_upgrade_over_the_header_limits_is_answered_4xx_at_once(http, query, padding, status):
+    chat = await new_chat(http)
+    url = httpx.URL(chat["ws_url"])
+    request = (f"GET {url.raw_path.decode()}{query} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{padding}\r\n").encode()
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(2):
+            status_line = await reader.readline()
+            await reader.read()  # to the end: the server closes the connection too
+        assert status_line.split()[1] == status, status_line
+    finally:
+        writer.close()
