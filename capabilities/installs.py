@@ -26,9 +26,6 @@ from workflows.installed import InstallLimits, materialize, validate, version_of
 from workflows.loader import WorkflowError, load_workflow
 from workflows.model import Workflow
 
-# An installed workflow's capability unless the install says otherwise: only entitled users start it.
-DEFAULT_CAPABILITY: dict[str, Any] = {"gated": True}
-
 
 def install_limits(settings: Settings) -> InstallLimits:
     # All files together get the HTTP body limit, so both channels accept the same installs.
@@ -85,7 +82,8 @@ class InstalledWorkflows:
         if name in self.settings.generator_workflows:
             # Generators are the operator's to name: installed code never gets to install code.
             raise ApiError(409, "workflow_exists", f"{name!r} is a generator name (settings.generator_workflows)")
-        spec = {**DEFAULT_CAPABILITY, **(capability or {})}
+        # Unless the install says otherwise, only entitled users start it (settings.installed_workflows_gated).
+        spec = {"gated": self.settings.installed_workflows_gated, **(capability or {})}
         try:
             CapabilitySpec.model_validate({**spec, "workflow": name})
         except ValidationError as exc:

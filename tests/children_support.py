@@ -213,3 +213,15 @@ async def run_ended(broker: BrokerClient, chat_id: str) -> list[dict[str, Any]]:
         found = await events_of(broker, chat_id)
         return found if data(found, "chat.run_complete") else None
     return await eventually(probe)
+
+
+async def reactivated(directory: Any, chat_id: str, old_pid: int, timeout: float = 60) -> int:
+    """The pid of the chat's session once the directory re-activated it in another process."""
+    async def probe() -> int | None:
+        handle = await directory.peek(chat_id)
+        try:
+            pid = await handle.pid() if handle is not None else None
+        except Exception:  # the dead handle, until the directory notices
+            return None
+        return pid if pid is not None and pid != old_pid else None
+    return await eventually(probe, timeout)

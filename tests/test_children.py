@@ -13,8 +13,8 @@ import pytest
 
 from mozaiks.client import BrokerError
 from tests.children_support import (
-    ASKING, CHILDREN, data, eventually, events_of, fan_out_to_askers, merged_value, run_ended, run_parent, sessions,
-    write_children, write_parent,
+    ASKING, CHILDREN, data, eventually, events_of, fan_out_to_askers, merged_value, reactivated, run_ended, run_parent,
+    sessions, write_children, write_parent,
 )
 from tests.conftest import APP_ID
 
@@ -216,15 +216,7 @@ async def test_a_sigkilled_parent_resumes_its_wait_and_starts_no_child_twice(bro
     old = await runtime.directory.session(APP_ID, "fo-sigkill", chat_id)
     old_pid = await old.pid()
     os.kill(old_pid, signal.SIGKILL)
-
-    async def reactivated() -> int | None:
-        handle = await runtime.directory.peek(chat_id)
-        try:
-            pid = await handle.pid() if handle is not None else None
-        except Exception:
-            return None
-        return pid if pid is not None and pid != old_pid else None
-    await eventually(reactivated)
+    await reactivated(runtime.directory, chat_id, old_pid)
 
     # The user answers every child, opened through the broker like any chat of theirs.
     for child in children:

@@ -1,5 +1,6 @@
 """The workflow_generator example over the real WebSocket: an interview, the draft as an artifact,
-then a workflow written by one Ray task per agent and installed by the generator's own tool
+then the workflow's agents written in parallel by child chats (one workflow_agent_writer chat per
+agent, each its own session actor), assembled and installed by the generator's own tool
 (ctx.install_workflow), after which a new chat of it runs. No file is copied anywhere by the test."""
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ async def interview(broker: BrokerClient, purpose: str, agents: str) -> tuple[Ch
     return conn, call["data"]
 
 
-async def written_workflow(conn: ChatConnection) -> dict[str, Any]:
+async def written_workflow(conn: ChatConnection, agents: list[str]) -> dict[str, Any]:
+    """The write_workflow tool's result, once the chat wrote ``agents`` as child chats and ended."""
     events = await collect_until(conn, "chat.run_complete")
     await conn.close()
     assert events[-1]["data"]["status"] == "completed"
+    started = [e["data"] for e in of_type(events, "chat.child_started")]
+    assert [s["workflow_name"] for s in started] == ["workflow_agent_writer"] * len(agents)
+    assert len({s["child_chat_id"] for s in started}) == len(agents)
+    [merged] = [e["data"] for e in of_type(events, "chat.children_merged")]
+    assert (merged["merge_mode"], merged["completed"], merged["resume_agent"]) == ("structured", len(agents), "Builder")
+    [definitions] = [e["data"]["value"] for e in of_type(events, "context_update")
+                     if e["data"]["variable"] == "agent_definitions"]
+    assert sorted(definitions) == sorted(agents)
     [written] = [e["data"] for e in of_type(events, "chat.tool_response") if e["data"]["name"] == "write_workflow"]
     assert written["status"] == "ok"
     assert of_type(events, "chat.text")[-1]["data"]["content"] == (
@@ -56,10 +66,13 @@ async def test_the_generated_workflow_is_installed_and_a_new_chat_of_it_runs(bro
     assert artifact["props"]["workflow_name"] == name
     assert [a["name"] for a in artifact["props"]["agents"]] == ["Researcher", "Writer", "Editor"]
     assert (await conn.respond_ui(artifact["call_id"], {"decision": "approve"}))["status"] == "accepted"
-    result = await written_workflow(conn)
+    result = await written_workflow(conn, ["Researcher", "Writer", "Editor"])
 
     assert result["workflow_name"] == name and result["agents"] == ["Researcher", "Writer", "Editor"]
-    assert [task["agent"] for task in result["tasks"]] == result["agents"]  # one Ray task per agent
+    # Each agent was written by a child chat of this user, which ran once and completed.
+    children = [s for s in (await broker.list_sessions(limit=100))["sessions"]
+                if s["workflow_name"] == "workflow_agent_writer"]
+    assert len(children) == 3 and {c["status"] for c in children} == {"completed"}
     record = await installed(http, settings, name)
     assert (record["version"], record["capability"]) == (result["version"], {"gated": True})
     assert record["installed_by"].startswith("workflow:workflow_generator/")
@@ -77,6 +90,6 @@ async def test_an_edited_draft_is_what_gets_installed(broker_for, http, settings
     edited = {**artifact["props"], "workflow_name": f"ticket_triage_{uuid.uuid4().hex[:6]}",
               "agents": [{"name": "Sorter", "role": "Sorts tickets."}, {"name": "Replier", "role": "Answers them."}]}
     assert (await conn.respond_ui(artifact["call_id"], {"decision": "edit", "draft": edited}))["status"] == "accepted"
-    result = await written_workflow(conn)
+    result = await written_workflow(conn, ["Sorter", "Replier"])
     assert (result["workflow_name"], result["agents"]) == (edited["workflow_name"], ["Sorter", "Replier"])
     assert '"name": "Replier"' in (await installed(http, settings, edited["workflow_name"]))["files"]["agents.json"]

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Installed workflows (docs/workflows.md, "Installing workflows at runtime"). Only the service
     # credential installs, and the tools of the operator's workflows named here: end users never do.
     generator_workflows: list[str] = []
+    # An installed workflow's capability when its install names none: gated (only entitled users
+    # start it). scripts/run.sh turns this off for the local dev run, whose ChatUI user has no plan.
+    installed_workflows_gated: bool = True
     install_max_files: int = Field(default=200, ge=1)
     install_max_file_bytes: int = Field(default=256 * 1024, ge=1)  # all files together: http_max_body_bytes
 

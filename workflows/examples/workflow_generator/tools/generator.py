@@ -1,7 +1,10 @@
-"""The workflow generator's tools. Each call runs as a Ray task; `write_workflow` fans out one
-more Ray task per generated agent, the way a model-backed generator writes its agents in parallel,
-then installs the result for this chat's app through `ctx.install_workflow` (allowed because the
-operator lists this workflow in `generator_workflows`), so a new chat of it starts at once.
+"""The workflow generator's tools. Each call runs as a Ray task. `write_agents` fans out one child
+chat of `workflow_agent_writer` per agent of the draft (a generator workload: the agents are
+written in parallel, each a chat of its own, on whichever node the cluster picks); when they have
+all ended, the Builder resumes with their definitions in the context and `write_workflow`
+assembles the workflow and installs it for this chat's app through `ctx.install_workflow`
+(allowed because the operator lists this workflow in `generator_workflows`), so a new chat of it
+starts at once.
 
 The generated workflow chains its agents with after-work handoffs. Each agent uses the runtime's
 configured model, and a scripted fallback when none is configured, so it runs offline too.
@@ -10,15 +13,14 @@ configured model, and a scripted fallback when none is configured, so it runs of
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import ray
 from pydantic import BaseModel, Field
 
 RESERVED = {"user", "terminate"}
+WRITER = "workflow_agent_writer"  # the child workflow that writes one agent
 
 
 class AgentDraft(BaseModel):
@@ -44,17 +46,28 @@ def review_draft(ctx: Any) -> dict[str, Any]:
     return draft_from(ctx.context).model_dump()
 
 
+def write_agents(ctx: Any) -> dict[str, Any]:
+    """Start one agent-writer child chat per agent of the approved draft; the Builder goes on
+    once they all ended, with their definitions under ``agent_definitions`` (keyed by agent name)."""
+    draft = approved_draft(ctx.context)
+    ctx.set_context("final_draft", draft.model_dump())
+    ctx.start_children([{"workflow": WRITER, "key": agent.name, "message": f"Write the agent {agent.name}.",
+                         "context": {"name": agent.name, "role": agent.role, "purpose": draft.description}}
+                        for agent in draft.agents],
+                       merge_mode="structured", inject_as="agent_definitions", on_partial_failure="fail_all",
+                       output_contract=["name", "description", "prompt_sections"])
+    return {"writing": [agent.name for agent in draft.agents]}
+
+
 def write_workflow(ctx: Any) -> dict[str, Any]:
-    review = ctx.context.get("draft_review")
-    edited = review.get("draft") if isinstance(review, Mapping) else None
-    draft = WorkflowDraft.model_validate(edited) if edited else draft_from(ctx.context)
-    written = ray.get([define_agent.remote(draft.model_dump(), i) for i in range(len(draft.agents))])
-    names = [agent["definition"]["name"] for agent in written]
+    draft = WorkflowDraft.model_validate(ctx.context["final_draft"])
+    written = ctx.context["agent_definitions"]
+    names = [agent.name for agent in draft.agents]
     files = {
         "orchestrator.json": {"name": draft.workflow_name, "display_name": draft.description[:60],
                               "description": draft.description, "startup_mode": "AgentDriven",
                               "initial_agent": names[0], "max_turns": len(names) + 2},
-        "agents.json": {"agents": [agent["definition"] for agent in written]},
+        "agents.json": {"agents": [agent_definition(written[name]) for name in names]},
         "handoffs.json": {"handoff_rules": [
             {"source_agent": source, "target_agent": target_agent, "handoff_type": "after_work"}
             for source, target_agent in zip(names, [*names[1:], "terminate"])]},
@@ -64,28 +77,22 @@ def write_workflow(ctx: Any) -> dict[str, Any]:
         file: json.dumps(content, indent=2) + "\n" for file, content in files.items()})
     ctx.set_context("generated_name", installed["name"])
     ctx.set_context("generated_version", installed["version"])
-    return {"workflow_name": installed["name"], "version": installed["version"], "agents": names,
-            "tasks": [agent["task"] for agent in written]}
+    return {"workflow_name": installed["name"], "version": installed["version"], "agents": names}
 
 
-@ray.remote(num_cpus=0.1)
-def define_agent(draft: dict[str, Any], index: int) -> dict[str, Any]:
-    """One generated agent's definition (where a real generator would ask a model to write it)."""
-    agent = draft["agents"][index]
-    purpose = draft["description"]
-    definition = {
-        "name": agent["name"],
-        "display_name": agent["name"],
-        "description": agent["role"],
-        "prompt_sections": [
-            {"heading": "Goal", "content": purpose},
-            {"heading": "Your part", "content": agent["role"]},
-        ],
-        "model": {"provider": "openai", "fallback": {"provider": "scripted", "repeat_last": True, "script": [
-            {"text": f"{agent['name']} here. My part: {agent['role']}"}]}},
-    }
-    return {"definition": definition,
-            "task": {"agent": agent["name"], "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}}
+def approved_draft(context: Mapping[str, Any]) -> WorkflowDraft:
+    review = context.get("draft_review")
+    edited = review.get("draft") if isinstance(review, Mapping) else None
+    return WorkflowDraft.model_validate(edited) if edited else draft_from(context)
+
+
+def agent_definition(written: Mapping[str, Any]) -> dict[str, Any]:
+    """A child's written agent, with the model every generated agent uses."""
+    name = str(written["name"])
+    return {"name": name, "display_name": name, "description": written["description"],
+            "prompt_sections": written["prompt_sections"],
+            "model": {"provider": "openai", "fallback": {"provider": "scripted", "repeat_last": True, "script": [
+                {"text": f"{name} here. My part: {written['description']}"}]}}}
 
 
 def draft_from(context: Mapping[str, Any]) -> WorkflowDraft:
