@@ -11,20 +11,18 @@ Each scenario runs once, in its own process, and serves its tests.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
-from tests.cluster_support.runner import Outcome, run_tagged
+from tests.cluster_support.runner import Outcome, run_scenario
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    workdir = tmp_path_factory.mktemp("children-cluster")
-    return run_tagged([sys.executable, "-m", "tests.cluster_support.children_scenario", str(workdir)], timeout_s=400)
+    return run_scenario(tmp_path_factory.mktemp("children-cluster"), "tests.cluster_support.children_scenario", 400)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +64,8 @@ def test_the_scenario_left_no_process_behind(outcome):
 # SIGKILLed waiting parent and a whole-cluster restart while a parent waits.
 @pytest.fixture(scope="module")
 def waits_outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    workdir = tmp_path_factory.mktemp("children-waits")
-    return run_tagged([sys.executable, "-m", "tests.cluster_support.children_waits_scenario", str(workdir)],
-                      timeout_s=600)
+    return run_scenario(tmp_path_factory.mktemp("children-waits"), "tests.cluster_support.children_waits_scenario",
+                        600)
 
 
 @pytest.fixture(scope="module")

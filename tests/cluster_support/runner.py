@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -97,6 +98,11 @@ def run_tagged(command: list[str], timeout_s: float, extra_env: dict[str, str] |
     leaked = end_tagged(run_id)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     return Outcome(returncode, stdout, stderr, seconds, leaked)
+
+
+def run_scenario(workdir: Path, module: str, timeout_s: float) -> Outcome:
+    """``python -m module WORKDIR``, tagged as ``run_tagged`` runs it."""
+    return run_tagged([sys.executable, "-m", module, str(workdir)], timeout_s=timeout_s)
 
 
 def _text(raw: bytes | str | None) -> str:
