@@ -170,7 +170,8 @@ class SessionBroker:
                                         f"at most {self.settings.context_max_depth} levels"}]})
 
     async def _check_prerequisites(self, app_id: str, user_id: str, workflow_name: str) -> None:
-        """Pack gating: every dependency needs a completed chat of this user (failed ones never count)."""
+        """Pack gating: a run of every dependency must have completed once for this user (the store
+        keeps that fact, whatever the chat's status is now; failed runs never count)."""
         pack = await asyncio.to_thread(self.catalog.pack)
         if pack is None:
             return

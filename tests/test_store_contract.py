@@ -51,12 +51,31 @@ class Backend:
                 admin = await asyncpg.connect(self.postgres_server)
                 await admin.execute(f"CREATE DATABASE {self.database}")
                 await admin.close()
-            store = PostgresStore(f"{self.postgres_server.rsplit('/', 1)[0]}/{self.database}")
+            store = PostgresStore(self.postgres_database)
         else:
             store = SQLiteStore(str(self.path), inline=self.kind == "sqlite-inline")
         await store.init()
         self.opened.append(store)
         return store
+
+    @property
+    def postgres_database(self) -> str:
+        assert self.postgres_server
+        return f"{self.postgres_server.rsplit('/', 1)[0]}/{self.database}"
+
+    async def rewind_to_version_4(self) -> None:
+        """Make the database one that the code before migration 5 (completions) left behind."""
+        if self.kind == "mongo":
+            admin: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(MONGO_URL)
+            await admin[self.database].drop_collection("completions")
+            await admin.close()
+        elif self.kind == "postgres":
+            conn = await asyncpg.connect(self.postgres_database)
+            await conn.execute("DROP TABLE completions; DELETE FROM schema_version WHERE version = 5")
+            await conn.close()
+        else:
+            with sqlite3.connect(self.path) as conn:
+                conn.executescript("DROP TABLE completions; PRAGMA user_version = 4")
 
     async def cleanup(self) -> None:
         for store in self.opened:
@@ -311,6 +330,31 @@ async def test_has_completed(store: Store) -> None:
     await store.append(APP, USER, "chat-1", epoch, [], status="completed")
     assert await store.has_completed(APP, USER, "onboarding")
     assert not await store.has_completed(APP, USER, "other")
+    assert not await store.has_completed(APP, "user-2", "onboarding")
+
+
+async def test_has_completed_holds_while_the_chat_runs_again_and_after_it_fails(store: Store) -> None:
+    await store.create_chat(make_chat(workflow="onboarding"))
+    epoch = await store.claim(APP, USER, "chat-1")
+    await store.append(APP, USER, "chat-1", epoch, make_events(1, 1), status="completed")
+    await store.append(APP, USER, "chat-1", epoch, make_events(2, 1), status="active")
+    assert await store.has_completed(APP, USER, "onboarding")
+    await store.append(APP, USER, "chat-1", epoch, make_events(3, 1), status="failed")
+    assert await store.has_completed(APP, USER, "onboarding")
+
+
+async def test_completions_of_a_database_from_before_migration_5_are_kept(backend: Backend) -> None:
+    store = await backend.open()
+    await store.create_chat(make_chat(workflow="onboarding"))
+    await store.create_chat(make_chat("chat-2", workflow="never-done"))
+    epoch = await store.claim(APP, USER, "chat-1")
+    await store.append(APP, USER, "chat-1", epoch, [], status="completed")
+    await backend.rewind_to_version_4()
+    migrated = await backend.open()
+    assert await migrated.has_completed(APP, USER, "onboarding")
+    assert not await migrated.has_completed(APP, USER, "never-done")
+    await migrated.append(APP, USER, "chat-1", epoch, [], status="active")  # a new run after the upgrade
+    assert await migrated.has_completed(APP, USER, "onboarding")
 
 
 # -- usage and counters ----------------------------------------------------------------------------

@@ -90,6 +90,24 @@ def installed_record(row: dict[str, Any]) -> InstalledWorkflow:
         {**row, "files": json.loads(row["files"]), "capability": json.loads(row["capability"])})
 
 
+# "This user has completed workflow W": recorded when a run of W completes, in the same write, and
+# never unset, so a completed chat that starts a new run changes its status but not this fact.
+COMPLETIONS_TABLE = """CREATE TABLE IF NOT EXISTS completions (
+    app_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    workflow_name TEXT NOT NULL,
+    completed_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, user_id, workflow_name)
+)"""
+# Migration 5 takes over what the chats' statuses still tell (a completion whose chat has run
+# again since is not known to a database older than the table).
+COMPLETIONS_BACKFILL = (
+    "INSERT INTO completions (app_id, user_id, workflow_name, completed_at) "
+    "SELECT app_id, user_id, workflow_name, MIN(updated_at) FROM chats WHERE status = 'completed' "
+    "GROUP BY app_id, user_id, workflow_name ON CONFLICT DO NOTHING")
+COMPLETIONS_VERSION = 5
+
+
 # The SQL stores' wake-ups of passivated chats, and the index that keeps usage retention cheap.
 WAKEUP_SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS wakeups (

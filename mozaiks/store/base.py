@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from mozaiks.errors import DuplicateMessageError, FencedError  # re-exported: what callers of append catch
 from mozaiks.protocol.events import utc_now_iso
 
-SCHEMA_VERSION = 4  # 2: fanouts, 3: installed_workflows, 4: wakeups and usage by time
+SCHEMA_VERSION = 5  # 2: fanouts, 3: installed_workflows, 4: wakeups and usage by time, 5: completions
 
 
 class ChatRecord(BaseModel):
@@ -151,7 +151,8 @@ class Store(ABC):
 
     @abstractmethod
     async def has_completed(self, app_id: str, user_id: str, workflow_name: str) -> bool:
-        """Whether this user has a chat of that workflow with status ``completed``."""
+        """Whether a run of that workflow has ever completed for this user. Durable: a completed
+        chat that starts a new run (or fails later) does not take it back."""
 
     # -- ownership and the event log ------------------------------------------------------------
     @abstractmethod

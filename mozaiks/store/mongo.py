@@ -95,6 +95,8 @@ class MongoStore(Store):
             IndexModel([("timestamp", 1)], name="by_time"),  # pruning by retention
         ])
         await db.wakeups.create_indexes([IndexModel([("wake_at", 1)], name="by_time")])
+        await db.completions.create_indexes(
+            [IndexModel([("app_id", 1), ("user_id", 1), ("workflow_name", 1)], name="by_workflow", unique=True)])
         await db.subscriptions.create_indexes(
             [IndexModel([("app_id", 1), ("user_id", 1)], name="by_user", unique=True)])
         await db.installed_workflows.create_indexes(
@@ -144,10 +146,13 @@ class MongoStore(Store):
         return chats, encode_cursor(chats[-1].created_at, chats[-1].chat_id) if more else None
 
     async def has_completed(self, app_id: str, user_id: str, workflow_name: str) -> bool:
-        found = await self._db.chats.find_one(
-            {"app_id": app_id, "user_id": user_id, "workflow_name": workflow_name, "status": "completed"},
-            {"_id": True})
-        return found is not None
+        owner = {"app_id": app_id, "user_id": user_id, "workflow_name": workflow_name}
+        if await self._db.completions.find_one(owner, {"_id": True}) is not None:
+            return True
+        # Without transactions the fact is recorded after the commit point; a chat whose writer died
+        # in between still says so itself (its next append records the fact before changing that).
+        # This is also what a database from before the completions collection has to tell.
+        return await self._db.chats.find_one({**owner, "status": "completed"}, {"_id": True}) is not None
 
     # -- ownership and the event log ------------------------------------------------------------
     async def claim(self, app_id: str, user_id: str, chat_id: str) -> int:
@@ -345,7 +350,8 @@ class _Append:
     async def __call__(self, session: AsyncClientSession | None) -> None:
         db, chat_id, epoch = self.db, self.chat_id, self.epoch
         owned = _owned(self.app_id, self.user_id, chat_id)
-        chat = await db.chats.find_one(owned, {"epoch": True, "last_seq": True}, session=session)
+        chat = await db.chats.find_one(owned, {"epoch": True, "last_seq": True, "status": True, "workflow_name": True},
+                                       session=session)
         if chat is None:
             raise ChatNotFound(chat_id)
         if chat["epoch"] != epoch:
@@ -364,6 +370,8 @@ class _Append:
                 await db.usage.insert_many(
                     [{**u.model_dump(), "timestamp": normalize_ts(u.timestamp), **tag} for u in self.usage],
                     session=session)
+            if chat["status"] == "completed":
+                await self._record_completion(session, chat["workflow_name"])
         except BaseException:
             await self._undo(session, tag, last_seq)
             raise
@@ -375,6 +383,14 @@ class _Append:
         if result.matched_count == 0:
             await self._undo(session, tag, last_seq)
             raise await self._refusal(session, owned)
+        if self.changes.get("status") == "completed":
+            await self._record_completion(session, chat["workflow_name"])
+
+    async def _record_completion(self, session: AsyncClientSession | None, workflow_name: str) -> None:
+        # An upsert on the unique index's fields: the server retries one that races another.
+        await self.db.completions.update_one(
+            {"app_id": self.app_id, "user_id": self.user_id, "workflow_name": workflow_name},
+            {"$setOnInsert": {"completed_at": utc_now()}}, upsert=True, session=session)
 
     async def _record_message(self, session: AsyncClientSession | None, tag: Doc, last_seq: int) -> None:
         chat_id, message_id = self.chat_id, self.client_message_id

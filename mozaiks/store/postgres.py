@@ -20,8 +20,8 @@ import asyncpg
 
 from mozaiks.errors import ChatExists, ChatNotFound, ConflictError, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
-    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs, check_usage, decode_cursor, encode_cursor,
-    installed_record, installed_row, normalize_ts, page_size, utc_now,
+    COMPLETIONS_BACKFILL, COMPLETIONS_TABLE, INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs,
+    check_usage, decode_cursor, encode_cursor, installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
     SCHEMA_VERSION, ChatRecord, ChildStatus, DuplicateMessageError, FanOutRecord, FencedError, InstalledWorkflow,
@@ -105,6 +105,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     3: (INSTALLED_TABLE,),
     4: WAKEUP_SCHEMA,
+    5: (COMPLETIONS_TABLE, COMPLETIONS_BACKFILL),
 }
 _MIGRATION_LOCK = 0x6D6F7A61  # advisory lock key: one migrating process at a time
 
@@ -207,8 +208,8 @@ class PostgresStore(Store):
     async def has_completed(self, app_id: str, user_id: str, workflow_name: str) -> bool:
         pool = await self._connections()
         return await pool.fetchval(
-            "SELECT 1 FROM chats WHERE app_id = $1 AND user_id = $2 AND workflow_name = $3 "
-            "AND status = 'completed' LIMIT 1", app_id, user_id, workflow_name) is not None
+            "SELECT 1 FROM completions WHERE app_id = $1 AND user_id = $2 AND workflow_name = $3",
+            app_id, user_id, workflow_name) is not None
 
     # -- ownership and the event log ------------------------------------------------------------
     async def claim(self, app_id: str, user_id: str, chat_id: str) -> int:
@@ -229,7 +230,7 @@ class PostgresStore(Store):
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
             # FOR UPDATE: a claim or another append on this chat waits until we commit.
-            row = await conn.fetchrow(f"SELECT epoch, last_seq FROM chats WHERE {_OWNED} FOR UPDATE",
+            row = await conn.fetchrow(f"SELECT epoch, last_seq, workflow_name FROM chats WHERE {_OWNED} FOR UPDATE",
                                       chat_id, app_id, user_id)
             if row is None:
                 raise ChatNotFound(chat_id)
@@ -253,6 +254,10 @@ class PostgresStore(Store):
                 f"status = COALESCE($7, status), phase = COALESCE($8, phase) WHERE {_OWNED}",
                 chat_id, app_id, user_id, row["last_seq"] + len(events), now,
                 None if snapshot is None else _dump(snapshot), status, phase)
+            if status == "completed":
+                await conn.execute(
+                    "INSERT INTO completions (app_id, user_id, workflow_name, completed_at) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT DO NOTHING", app_id, user_id, row["workflow_name"], now)
             if usage:
                 await conn.executemany(
                     "INSERT INTO usage (app_id, user_id, chat_id, workflow_name, agent, model, prompt_tokens, "

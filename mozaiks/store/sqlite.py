@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from mozaiks.errors import ChatExists, ChatNotFound, FanOutNotFound, StoreConfigError
 from mozaiks.store._shared import (
-    INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs, check_usage, decode_cursor, encode_cursor,
+    COMPLETIONS_BACKFILL, COMPLETIONS_TABLE, COMPLETIONS_VERSION, INSTALLED_COLUMNS, INSTALLED_TABLE, USAGE_KEYS, WAKEUP_SCHEMA, check_seqs, check_usage, decode_cursor, encode_cursor,
     installed_record, installed_row, normalize_ts, page_size, utc_now,
 )
 from mozaiks.store.base import (
@@ -109,6 +109,7 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     INSTALLED_TABLE + " WITHOUT ROWID",
     *WAKEUP_SCHEMA,
+    COMPLETIONS_TABLE + " WITHOUT ROWID",
 )
 
 _CHAT_COLUMNS = ("chat_id, app_id, user_id, workflow_name, status, phase, created_at, updated_at, epoch, "
@@ -200,6 +201,8 @@ class SQLiteStore(Store):
                 raise StoreConfigError(f"{self._path} has schema version {found}; this code knows {SCHEMA_VERSION}")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            if found < COMPLETIONS_VERSION:
+                conn.execute(COMPLETIONS_BACKFILL)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         await self._write(work)
@@ -273,8 +276,8 @@ class SQLiteStore(Store):
     async def has_completed(self, app_id: str, user_id: str, workflow_name: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             return conn.execute(
-                "SELECT 1 FROM chats WHERE app_id = ? AND user_id = ? AND workflow_name = ? "
-                "AND status = 'completed' LIMIT 1", (app_id, user_id, workflow_name)).fetchone() is not None
+                "SELECT 1 FROM completions WHERE app_id = ? AND user_id = ? AND workflow_name = ?",
+                (app_id, user_id, workflow_name)).fetchone() is not None
 
         return await self._read(work)
 
@@ -299,7 +302,7 @@ class SQLiteStore(Store):
 
         def work(conn: sqlite3.Connection) -> None:
             # The checks read inside the IMMEDIATE transaction, so they still hold at COMMIT.
-            row = conn.execute(f"SELECT epoch, last_seq FROM chats WHERE {_OWNED}",
+            row = conn.execute(f"SELECT epoch, last_seq, workflow_name FROM chats WHERE {_OWNED}",
                                (chat_id, app_id, user_id)).fetchone()
             if row is None:
                 raise ChatNotFound(chat_id)
@@ -322,6 +325,9 @@ class SQLiteStore(Store):
                 f"status = COALESCE(?, status), phase = COALESCE(?, phase) WHERE {_OWNED}",
                 (row["last_seq"] + len(events), now, None if snapshot is None else _dump(snapshot), status, phase,
                  chat_id, app_id, user_id))
+            if status == "completed":
+                conn.execute("INSERT OR IGNORE INTO completions (app_id, user_id, workflow_name, completed_at) "
+                             "VALUES (?, ?, ?, ?)", (app_id, user_id, row["workflow_name"], now))
             conn.executemany(
                 "INSERT INTO usage (app_id, user_id, chat_id, workflow_name, agent, model, prompt_tokens, "
                 "completion_tokens, total_tokens, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
