@@ -64,6 +64,7 @@ class _Binding:
     ended: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     lifecycle: asyncio.Task[None] | None = None
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # look now, not at the next tick
+    calls: int = 0  # Ray calls served about this chat (SessionStatus.calls)
 
     @property
     def chat_id(self) -> str:
@@ -219,10 +220,11 @@ class ChatSession:
         await self._unbind(binding, "fenced")
         await self.directory.fenced(binding.chat_id, self.handle)
 
-    def _bound(self, chat_id: str) -> _Binding:
+    def _bound(self, chat_id: str, counted: bool = True) -> _Binding:
         binding = self.binding
         if binding is None or binding.chat_id != chat_id or binding.engine.stale:
             raise StaleOwnerError(f"this session actor does not serve chat {chat_id}")
+        binding.calls += counted
         return binding
 
     @contextmanager
@@ -340,6 +342,7 @@ class ChatSession:
         return summary(record).model_dump()
 
     async def status(self, chat_id: str) -> SessionStatus:
-        binding = self._bound(chat_id)
+        binding = self._bound(chat_id, counted=False)
         return SessionStatus(**binding.engine.meta().model_dump(), watchers=binding.active_watchers(),
-                             idle_s=binding.idle_for(), passivatable=binding.passivatable())
+                             idle_s=binding.idle_for(), passivatable=binding.passivatable(),
+                             commits=binding.engine.committer.commits, calls=binding.calls)

@@ -37,6 +37,7 @@ class Committer:
         self._state = state
         self.lock = asyncio.Lock()
         self.stale = False
+        self.commits = 0  # durable store transactions since activation (SessionStatus.commits)
 
     async def commit(self, events: list[EventSpec], *, client_message_id: str | None = None,
                      usage: list[UsageRecord] | None = None) -> None:
@@ -56,6 +57,7 @@ class Committer:
                 self.stale = True
                 metrics.FENCING_REFUSALS.inc(app_id=self.chat.app_id)
                 raise StaleOwnerError(self.chat.chat_id) from exc
+            self.commits += 1
             if stored:
                 self.chat.last_seq = stored[-1].seq
             for event, (agent, payload) in zip(stored, events, strict=True):

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from actors import children, deadlines, tool_phase, usage, waits
+from actors import children, deadlines, tool_phase, waits
 from actors.commits import Committer, EventSpec, SessionState, error_event
 from actors.event_hub import EventHub
 from actors.handles import SessionHandle
@@ -26,13 +26,14 @@ from actors.run_steps import CHAT_STATUS_OF_RUN, PHASE_OF_STEP, RunSteps, new_id
 from actors.snapshot import PendingInput, QueuedMessage, SessionSnapshot
 from actors.tool_phase import ToolPhase
 from actors.triggers import ContextTriggers
+from actors.usage import UsageMeter, summary as usage_summary
 from actors.turn import AgentTurn
 from mozaiks import logs, metrics
 from mozaiks.errors import StaleOwnerError
 from mozaiks.protocol import events as ev
 from mozaiks.providers.registry import ProviderRegistry
 from mozaiks.settings import Settings
-from mozaiks.store.base import ChatRecord, DuplicateMessageError, Store
+from mozaiks.store.base import ChatRecord, DuplicateMessageError, Store, UsageRecord
 from workflows.model import Workflow
 
 log = logging.getLogger("mozaiks.session")
@@ -50,7 +51,7 @@ class SessionEngine:
         self.state = SessionSnapshot.model_validate(chat.snapshot) if chat.snapshot else SessionSnapshot()
         self.steps = RunSteps(self.state)
         self.triggers = ContextTriggers(workflow, self.state.context)
-        self.meter = usage.UsageMeter(chat)
+        self.meter = UsageMeter(chat)
         self.history = History()
         self.status = chat.status
         self.committer = Committer(store, chat, epoch, hub, self.history, SessionState(
@@ -132,7 +133,8 @@ class SessionEngine:
             if input_request_id and input_request_id != pending.request_id:
                 return await self._reject(message_id, "unknown_input_request")
             self._answer_input(pending, text)
-            await self.commit([user_event, (pending.agent, ev.InputAck(request_id=pending.request_id))],
+            await self.commit([user_event, (pending.agent, ev.InputAck(request_id=pending.request_id)),
+                               *self.turn.announcement(self.state.agent or pending.agent)],
                               client_message_id=message_id)
             self.spawn_drive()
             return _ack(message_id, "accepted")
@@ -144,11 +146,13 @@ class SessionEngine:
             return await self._reject(message_id, "run_in_progress")
         if policy == "start":
             self.state.last_user_message = text
-        if policy in ("start", "interrupt"):
+        if policy == "start":  # the message and the run it starts: one commit
+            await self._start_run(None, lead=[user_event], client_message_id=message_id)
+            return _ack(message_id, "accepted")
+        if policy == "interrupt":
             await self.commit([user_event], client_message_id=message_id)
-            if policy == "interrupt":
-                await self.cancel("immediate")
-                self.state.last_user_message = text
+            await self.cancel("immediate")
+            self.state.last_user_message = text
             await self._start_run(None)
             return _ack(message_id, "accepted")
         self.state.queue.append(QueuedMessage(message_id=message_id, text=text))
@@ -202,14 +206,17 @@ class SessionEngine:
         return True
 
     # ---------------------------------------------------------------- runs
-    async def _start_run(self, queued: QueuedMessage | None, from_user: bool = True) -> None:
+    async def _start_run(self, queued: QueuedMessage | None, from_user: bool = True, lead: list[EventSpec] | None = None,
+                         client_message_id: str | None = None) -> None:
+        """``lead``: events committed with the run's start, before it (the message that starts it)."""
         if queued is not None:
             self.state.last_user_message = queued.text
         routed = after_user(self.workflow, self.state.context) if from_user else None
         agent = routed or self.steps.first_agent(self.workflow.initial_agent_name)
         run_id = self.steps.start_run(agent)
         self.status = "active"
-        await self.commit([(agent, ev.RunStart(run_id=run_id, agent=agent))])
+        await self.commit([*(lead or []), (agent, ev.RunStart(run_id=run_id, agent=agent)), *self.turn.announcement(agent)],
+                          client_message_id=client_message_id)
         self.spawn_drive()
 
     def spawn_drive(self) -> None:
@@ -232,38 +239,49 @@ class SessionEngine:
             await self.finish("failed", events=[error_event(None, "internal_error", "The run failed unexpectedly")])
 
     # ---------------------------------------------------------------- turn end and run end
-    async def end_turn(self, agent_name: str, transfer: str | None, pre: str | None = None) -> None:
-        """``pre``: a `condition_scope: pre` rule's target, chosen before the agent spoke."""
-        if pre is None:
+    async def end_turn(self, agent_name: str, transfer: str | None, pre: str | None = None, *,
+                       events: list[EventSpec] | None = None, usage: list[UsageRecord] | None = None) -> None:
+        """``pre``: a `condition_scope: pre` rule's target, chosen before the agent spoke.
+        ``events``/``usage``: the agent's reply, committed with where the turn goes next (one
+        transaction, not two), or before the agent's `after_agent` tools when it has any."""
+        events, usage = list(events or []), list(usage or [])
+        if pre is None and self.lifecycle.acts_after(agent_name):
+            if events or usage:
+                await self.commit(events, usage=usage)  # the reply is shown before slow tools run
+                events, usage = [], []
             await self.lifecycle.after_agent(agent_name)
         target, reason = (pre, "condition") if pre else route(self.workflow, agent_name, self.state.context, transfer)
         if target == TERMINATE or (target == USER and not self.workflow.orchestrator.human_in_the_loop):
-            await self.finish("completed")
+            await self.finish("completed", events=events, usage=usage)
         elif target == USER:
-            await self._request_input(agent_name)
+            await self._request_input(agent_name, events, usage)
         else:
             self.steps.enter("agent", agent=target)
-            await self.commit([(agent_name, ev.Handoff(from_agent=agent_name, to_agent=target, reason=reason))])
+            await self.commit([*events, (agent_name, ev.Handoff(from_agent=agent_name, to_agent=target, reason=reason)),
+                               *self.turn.announcement(target)], usage=usage)
 
-    async def _request_input(self, agent_name: str) -> None:
+    async def _request_input(self, agent_name: str, events: list[EventSpec], usage: list[UsageRecord]) -> None:
         if self.state.queue:  # a message typed while the agent worked answers its question
             queued = self.state.queue.pop(0)
             request_id = new_id("req")
             self._answer_input(PendingInput(request_id=request_id, agent=agent_name, prompt="",
                                             resume_agent=agent_name), queued.text)
-            await self.commit([(agent_name, ev.InputAck(request_id=request_id, message_id=queued.message_id))])
+            await self.commit([*events, (agent_name, ev.InputAck(request_id=request_id, message_id=queued.message_id)),
+                               *self.turn.announcement(self.state.agent or agent_name)], usage=usage)
             return
         timeout = self.workflow.orchestrator.input_timeout_s
+        said = [p.content for a, p in events if a == agent_name and isinstance(p, ev.ChatText) and p.content]
         pending = PendingInput(request_id=new_id("req"), agent=agent_name,
-                               prompt=self.history.last_text_of(agent_name) or "Your reply",
+                               prompt=(said[-1] if said else self.history.last_text_of(agent_name)) or "Your reply",
                                timeout_at=waits.deadline_at(timeout), resume_agent=agent_name)
         self.steps.enter("input", input_=pending)
-        await self.commit([(agent_name, ev.InputRequest(request_id=pending.request_id, agent=agent_name,
-                                                        prompt=pending.prompt, input_schema=None, timeout_s=timeout))])
+        await self.commit([*events, (agent_name, ev.InputRequest(request_id=pending.request_id, agent=agent_name,
+                                                                 prompt=pending.prompt, input_schema=None,
+                                                                 timeout_s=timeout))], usage=usage)
         self.timer.arm(waits.open_deadline(self.state))
 
     async def finish(self, run_status: str, events: list[EventSpec] | None = None,
-                      summary: str | None = None) -> None:
+                      summary: str | None = None, usage: list[UsageRecord] | None = None) -> None:
         events = (events or []) + await self.lifecycle.after_chat()
         run_usage, run_id = self.state.usage, self.state.run_id
         self.steps.enter("idle")
@@ -272,8 +290,8 @@ class SessionEngine:
         self.validation.reset()
         metrics.RUNS.inc(**metrics.chat_tags(self.chat), status=run_status)
         self.state.run_end_due = run_status if self.on_run_end is not None else None
-        await self.commit(events + [usage.summary(run_usage), (None, ev.RunComplete(
-            run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))])
+        await self.commit(events + [usage_summary(run_usage), (None, ev.RunComplete(
+            run_id=run_id, status=run_status, summary=summary, usage=run_usage.totals()))], usage=usage)
         await self._run_end_hook()
         if self.state.queue:
             await self._start_run(self.state.queue.pop(0))

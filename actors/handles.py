@@ -48,6 +48,10 @@ class SessionStatus(ChatMeta):
     watchers: int
     idle_s: float
     passivatable: bool
+    # Since activation, what a turn costs in round trips: durable store commits, and Ray calls
+    # the session served about the chat (attach, poll, submit, ...; ``status`` itself not counted).
+    commits: int = 0
+    calls: int = 0
 
 
 class LifecyclePolicy(BaseModel):

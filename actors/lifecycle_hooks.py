@@ -59,6 +59,21 @@ class LifecycleHooks:
         await self._point(f"{state.run_id}:{state.run_turns}:before_agent:{agent}", "before_agent", agent)
         return None
 
+    def acts_before(self, agent: str) -> bool:
+        """Whether ``before_turn`` may do more than return None now (a tool to run, a `pre` route):
+        when it may not, the turn's announcement can go with the commit that hands the turn over."""
+        state = self.host.state
+        if state.run_turns == 0 and self._hooked("before_chat", None):
+            return True
+        return not state.consecutive.get(agent) and (
+            self._hooked("before_agent", agent) or pre_route(self.host.workflow, agent, state.context) is not None)
+
+    def acts_after(self, agent: str) -> bool:
+        return self._hooked("after_agent", agent)
+
+    def _hooked(self, point: LifecyclePoint, agent: str | None) -> bool:
+        return any(t.runs_for(point, agent) for t in self.host.workflow.lifecycle_tools)
+
     async def after_agent(self, agent: str) -> None:
         await self._point(f"{self.host.state.run_id}:{self.host.state.run_turns}:after_agent:{agent}",
                           "after_agent", agent)

@@ -23,15 +23,27 @@ class AgentTurn:
         self.tools = tools
         self.lifecycle = lifecycle
 
-    async def _announce(self, agent_name: str) -> None:
+    def announcement(self, agent_name: str) -> list[EventSpec]:
+        """chat.select_speaker of the turn ``agent_name`` is handed, for the commit that hands it
+        over (one transaction fewer per turn), when nothing happens before its model call: no
+        limit ends the turn first, no lifecycle tool runs, no `pre` route sends it elsewhere.
+        Otherwise none: ``step`` announces the turn itself once it gets to the model."""
+        h = self.host
+        if (h.steps.turn_limit_reached(h.workflow.orchestrator.max_turns)
+                or h.steps.consecutive_limit_reached(agent_name, h.workflow.agent(agent_name).max_consecutive_turns)
+                or self.lifecycle.acts_before(agent_name)):
+            return []
+        return self._announcement(agent_name)
+
+    def _announcement(self, agent_name: str) -> list[EventSpec]:
         """chat.select_speaker, once per turn: a turn resumed after a crash (its model call made
         again) was announced already."""
         h = self.host
         turn = f"{h.state.run_id}:{h.state.run_turns}:{agent_name}"
         if h.state.speaker_announced == turn:
-            return
+            return []
         h.state.speaker_announced = turn
-        await h.commit([(agent_name, SelectSpeaker(agent=agent_name))])
+        return [(agent_name, SelectSpeaker(agent=agent_name))]
 
     async def step(self) -> None:
         h = self.host
@@ -44,7 +56,8 @@ class AgentTurn:
             return await h.end_turn(agent_name, None)
         if (pre := await self.lifecycle.before_turn(agent_name)) is not None:
             return await h.end_turn(agent_name, None, pre=pre)
-        await self._announce(agent_name)
+        if announced := self._announcement(agent_name):
+            await h.commit(announced)
         reply, message_id = await self._call_model(agent_name)
         if reply is None:
             return None
@@ -65,10 +78,10 @@ class AgentTurn:
             return await self.tools.dispatch(agent_name, message_id, tool_calls, transfer, events, usage_row)
         if (journey := children.trigger(h, agent_name, reply)) is not None and not reply.exhausted:
             return await children.fan_out(h, journey, agent_name, None, events, [usage_row], reply.structured)
-        await h.commit(events, usage=[usage_row])
         if h.state.cancel_after_turn:
-            return await h.finish("cancelled")
-        return await h.end_turn(agent_name, transfer)
+            return await h.finish("cancelled", events=events, usage=[usage_row])
+        # The reply goes with what follows it (the handoff, the input request, the run's end).
+        return await h.end_turn(agent_name, transfer, events=events, usage=[usage_row])
 
     async def _reject_structured(self, agent_name: str, schema_name: str, problem: str,
                                  events: list[EventSpec], usage_row: UsageRecord) -> None:
