@@ -60,13 +60,15 @@ class Committer:
             self.commits += 1
             if stored:
                 self.chat.last_seq = stored[-1].seq
+            # A turn's announcement is followed by its model call: the burst goes on (EventHub).
+            more_coming = any(isinstance(payload, ev.SelectSpeaker) for _, payload in events)
             for event, (agent, payload) in zip(stored, events, strict=True):
                 self.history.apply(agent, payload)
-                self.hub.publish(event.seq, stored_wire(self.chat.chat_id, event))
+                self.hub.publish(event.seq, stored_wire(self.chat.chat_id, event), more_coming)
 
-    def publish_ephemeral(self, agent: str | None, payload: EventData) -> None:
+    def publish_ephemeral(self, agent: str | None, payload: EventData, more_coming: bool = False) -> None:
         assert not payload.DURABLE, payload.TYPE
-        self.hub.publish(None, ev.envelope(self.chat.chat_id, payload, agent=agent))
+        self.hub.publish(None, ev.envelope(self.chat.chat_id, payload, agent=agent), more_coming)
 
 
 def stored_wire(chat_id: str, event: StoredEvent) -> str:

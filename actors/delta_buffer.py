@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 
 class DeltaBuffer:
-    def __init__(self, publish: Callable[[str], None], model_name: str, interval_s: float = 0.03) -> None:
+    def __init__(self, publish: Callable[[str, bool], None], model_name: str, interval_s: float = 0.03) -> None:
         self._publish = publish
         self._interval = interval_s
         self._pending: list[str] = []
@@ -31,11 +31,12 @@ class DeltaBuffer:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
 
-    def flush(self) -> None:
+    def flush(self, more_coming: bool = False) -> None:
+        """``more_coming``: the reply's commit follows at once (EventHub.publish)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._pending:
             chunk = "".join(self._pending)
             self._pending.clear()
-            self._publish(chunk)
+            self._publish(chunk, more_coming)

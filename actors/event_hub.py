@@ -16,6 +16,11 @@ from collections import deque
 # A burst has ended when nothing was published for BURST_GAP_S; no poll waits for more than BURST_MAX_S.
 BURST_GAP_S = 0.001
 BURST_MAX_S = 0.005
+# A publish that says more follows at once (a turn's announcement: its model call is next; a
+# reply's last delta: its commit is next) does not end the burst. Polls are answered by what
+# follows, or after LINGER_S at the latest: a zero-latency two-agent turn then reaches its
+# watchers in one poll instead of three, a slow model's text at most LINGER_S late.
+LINGER_S = 0.02
 
 
 class EventHub:
@@ -23,20 +28,27 @@ class EventHub:
         self._items: deque[tuple[int, int | None, str]] = deque(maxlen=capacity)
         self._offset = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self.last_publish = time.monotonic()  # the session is not idle while it keeps talking
 
     @property
     def offset(self) -> int:
         return self._offset
 
-    def publish(self, seq: int | None, payload: str) -> None:
+    def publish(self, seq: int | None, payload: str, more_coming: bool = False) -> None:
         self._offset += 1
         self._items.append((self._offset, seq, payload))
         self.last_publish = time.monotonic()
-        self.wake()
+        if not more_coming:
+            self.wake()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self.wake)
 
     def wake(self) -> None:
         """Return every pending ``wait`` now (with what there is, maybe nothing)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         self._waiter = None
@@ -60,7 +72,7 @@ class EventHub:
         each poll that returns costs a round trip through Ray (about a millisecond of CPU on
         either side), so gathering a burst into one answer buys throughput for at most
         ``BURST_MAX_S`` of latency."""
-        if after >= self._offset:
+        if after >= self._offset or self._linger is not None:
             if self._waiter is None or self._waiter.done():
                 self._waiter = asyncio.get_running_loop().create_future()
             try:

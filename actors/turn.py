@@ -100,12 +100,12 @@ class AgentTurn:
         message_id = new_id("msg")
         shown = agent_turn.shown_to_user(h.workflow, agent_name)
         # A hidden agent's text is trace only: streaming it would show the user what the log hides.
-        buffer = DeltaBuffer(lambda text: h.publish_ephemeral(
-            agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text)) if shown else None,
+        buffer = DeltaBuffer(lambda text, more_coming: h.publish_ephemeral(
+            agent_name, TextDelta(message_id=message_id, agent=agent_name, delta=text), more_coming) if shown else None,
             model_name=model.name or model.provider)
         try:
             reply = await metrics.model_call(h.providers.get(model), request, buffer.on_delta, h.chat, model.name or model.provider)
-            buffer.flush()
+            buffer.flush(more_coming=True)
             return reply, message_id
         except ModelError as exc:
             buffer.flush()
