@@ -43,7 +43,7 @@ from actors.coordination import KeyedLocks, WakeupTimer
 from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
 from actors.names import NAMESPACE, directory_name, shard_of
 from actors.usage import prune_usage
-from actors.warm_pool import SessionProcess, WarmPool
+from actors.warm_pool import PoolLimits, SessionProcess, WarmPool
 from mozaiks import logs, metrics
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
@@ -76,7 +76,9 @@ class SessionDirectory:
         self.shard = shard
         self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
                                       max_resident_sessions=settings.max_resident_sessions,
-                                      warm_pool_size=settings.warm_pool_size)
+                                      warm_pool_size=settings.warm_pool_size,
+                                      warm_pool_max=settings.warm_pool_max,
+                                      warm_pool_window_s=settings.warm_pool_window_s)
         self.resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
         self.per_node: Counter[str] = Counter()
         self.locks = KeyedLocks()
@@ -91,7 +93,7 @@ class SessionDirectory:
         self.handle = DirectoryHandle(settings.directory_shards, {shard: ray.get_runtime_context().current_actor})
         self._tasks: set[asyncio.Task[Any]] = set()
         # When the pool is empty, a node at its cap lends its least recently used idle session.
-        self.pool = WarmPool(settings, self.handle, self._share(settings.warm_pool_size),
+        self.pool = WarmPool(settings, self.handle, self._pool_limits,
                              lambda: self._evict(None), self._spawn, self.counters)
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
@@ -100,7 +102,7 @@ class SessionDirectory:
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
         that passivated before this directory started; returns the pool size."""
-        await asyncio.gather(self.pool.refill(), self._wakeups_taken_up())
+        await asyncio.gather(self.pool.filled(), self._wakeups_taken_up())
         if self._gauges_task is None:
             self._gauges_task = self._spawn(self._report_gauges())
         if self._retention_task is None and self.settings.usage_retention_days is not None and self.shard == 0:
@@ -199,40 +201,38 @@ class SessionDirectory:
         return entry.actor.handle if entry is not None else None
 
     async def _activate(self, app_id: str, user_id: str, chat_id: str) -> ActorHandle | None:
-        try:
-            # Pooled actors may have died meanwhile (all of them, when their node died): drop each
-            # dead one and take the next, and at last a fresh one, which SPREAD may still place on
-            # a node that is dying but not yet known dead.
-            for _ in range(len(self.pool) + 2):
-                try:
-                    actor, kind = await self.pool.take()
-                except RayActorError:
-                    continue
-                await self._make_room(actor.node_id)
-                try:
-                    meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
-                except RayActorError:
-                    ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
-                    await self._drop_pool_on_dead_nodes()
-                    continue
-                except Exception:
-                    self.pool.recycle(actor)  # a failed activation leaves the actor blank
-                    raise
-                if meta is None:
-                    self.pool.recycle(actor)
-                    return None
-                entry = _Resident(actor, app_id, user_id)
-                self.resident[chat_id] = entry
-                self.per_node[actor.node_id] += 1
-                self.counters["activations"] += 1
-                metrics.ACTIVATIONS.inc(app_id=app_id, kind=kind)
-                if (activated := self.activated.pop(chat_id, None)) is not None and not activated.done():
-                    activated.set_result(None)
-                self._spawn(self._watch(chat_id, entry))
-                return actor.handle
-            raise RuntimeError(f"no session actor could be started for chat {chat_id}")
-        finally:
-            self.pool.schedule_refill()  # after the activation: an eviction may have refilled the pool already
+        self.pool.arrived()
+        # Pooled actors may have died meanwhile (all of them, when their node died): drop each
+        # dead one and take the next, and at last a fresh one, which SPREAD may still place on
+        # a node that is dying but not yet known dead.
+        for _ in range(len(self.pool) + 2):
+            try:
+                actor, kind = await self.pool.take()
+            except RayActorError:
+                continue
+            await self._make_room(actor.node_id)
+            try:
+                meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
+            except RayActorError:
+                ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
+                await self._drop_pool_on_dead_nodes()
+                continue
+            except Exception:
+                self.pool.recycle(actor)  # a failed activation leaves the actor blank
+                raise
+            if meta is None:
+                self.pool.recycle(actor)
+                return None
+            entry = _Resident(actor, app_id, user_id)
+            self.resident[chat_id] = entry
+            self.per_node[actor.node_id] += 1
+            self.counters["activations"] += 1
+            metrics.ACTIVATIONS.inc(app_id=app_id, kind=kind)
+            if (activated := self.activated.pop(chat_id, None)) is not None and not activated.done():
+                activated.set_result(None)
+            self._spawn(self._watch(chat_id, entry))
+            return actor.handle
+        raise RuntimeError(f"no session actor could be started for chat {chat_id}")
 
     def _mine(self, chat_id: str) -> bool:
         return shard_of(chat_id, self.settings.directory_shards) == self.shard
@@ -246,6 +246,14 @@ class SessionDirectory:
         """This shard's part of the warm pool: the size is the cluster's, split over the shards
         (rounded up, so that no shard of a non-empty pool starts every chat cold)."""
         return -(-pool_size // self.settings.directory_shards)
+
+    def _pool_limits(self) -> PoolLimits:
+        """This shard's part of the warm pool's policy: its floor and ceiling split over the shards,
+        and the ceiling within this shard's share of a node's resident cap."""
+        policy = self.policy
+        return PoolLimits(floor=self._share(policy.warm_pool_size),
+                          ceiling=min(self._share(policy.warm_pool_max), self._cap()),
+                          window_s=policy.warm_pool_window_s)
 
     def _drop(self, chat_id: str) -> _Resident:
         entry = self.resident.pop(chat_id)
@@ -361,16 +369,18 @@ class SessionDirectory:
 
     # ------------------------------------------------------------------ operations
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
-                        warm_pool_size: int | None = None) -> LifecyclePolicy:
+                        warm_pool_size: int | None = None, warm_pool_max: int | None = None,
+                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy at run time (new activations use the new idle timeout).
         Returns the previous policy."""
         previous = self.policy.model_copy()
         changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
-                   "warm_pool_size": warm_pool_size}
+                   "warm_pool_size": warm_pool_size, "warm_pool_max": warm_pool_max,
+                   "warm_pool_window_s": warm_pool_window_s}
         for name, value in changes.items():
             if value is not None:
                 setattr(self.policy, name, value)
-        self.pool.resize(self._share(self.policy.warm_pool_size))
+        self.pool.reconfigured()
         return previous
 
     async def pid(self) -> int:
@@ -379,7 +389,8 @@ class SessionDirectory:
     async def stats(self) -> DirectoryStats:
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
                               per_node={node: n for node, n in self.per_node.items() if n},
-                              pool_per_node=dict(Counter(self.pool.node_ids())),
+                              pool_per_node=dict(Counter(self.pool.node_ids())), pool_target=self.pool.target(),
+                              arrivals_per_s=self.pool.arrivals_per_s(), boot_s=self.pool.boot_s,
                               policy=self.policy.model_copy(), counters=dict(self.counters))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

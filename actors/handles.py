@@ -57,7 +57,9 @@ class SessionStatus(ChatMeta):
 class LifecyclePolicy(BaseModel):
     idle_timeout_s: float
     max_resident_sessions: int
-    warm_pool_size: int
+    warm_pool_size: int  # the warm pool's floor
+    warm_pool_max: int  # and its ceiling
+    warm_pool_window_s: float  # the arrival rate's averaging window, and how long extra pooled actors are kept
 
 
 class DirectoryStats(BaseModel):
@@ -66,6 +68,9 @@ class DirectoryStats(BaseModel):
     wakeups: int
     per_node: dict[str, int]
     pool_per_node: dict[str, int] = {}  # warm-pool actors by node
+    pool_target: int = 0  # what the warm pool is refilled to now, from the arrival rate
+    arrivals_per_s: float = 0.0  # activations per second, averaged over the policy's window
+    boot_s: float = 0.0  # how long starting and preparing a session process takes lately
     policy: LifecyclePolicy
     counters: dict[str, int]  # activations, passivations, crashes, fenced, evictions, … (absent = 0)
     shards: list[DirectoryStats] = []  # each shard's own figures (the handle's sum only)
@@ -244,10 +249,12 @@ class DirectoryHandle:
         return sum(sizes)
 
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
-                        warm_pool_size: int | None = None) -> LifecyclePolicy:
+                        warm_pool_size: int | None = None, warm_pool_max: int | None = None,
+                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy of every shard at run time; returns the previous one."""
         previous: list[LifecyclePolicy] = await asyncio.gather(*(
-            actor.configure.remote(idle_timeout_s, max_resident_sessions, warm_pool_size) for actor in self._all()))
+            actor.configure.remote(idle_timeout_s, max_resident_sessions, warm_pool_size, warm_pool_max,
+                                   warm_pool_window_s) for actor in self._all()))
         return previous[0]
 
     async def stats(self) -> DirectoryStats:
@@ -257,6 +264,9 @@ class DirectoryHandle:
                               wakeups=sum(s.wakeups for s in shards),
                               per_node=dict(sum((Counter(s.per_node) for s in shards), Counter())),
                               pool_per_node=dict(sum((Counter(s.pool_per_node) for s in shards), Counter())),
+                              pool_target=sum(s.pool_target for s in shards),
+                              arrivals_per_s=sum(s.arrivals_per_s for s in shards),
+                              boot_s=max(s.boot_s for s in shards),
                               policy=shards[0].policy,
                               counters=dict(sum((Counter(s.counters) for s in shards), Counter())),
                               shards=[s.model_copy(update={"shards": []}) for s in shards])

@@ -1,18 +1,26 @@
 """The session directory's warm pool: blank session actors, prepared (store open, workflows parsed,
 their model providers built) before anyone needs them, so starting a chat does not wait for a
-process to boot.
+process to boot. It takes back every passivated session's process too: re-activating a chat then
+costs no new process.
 
-It is refilled to its size with new processes, and takes back every passivated session's process
-too: re-activating a chat then costs no new process. What it holds beyond its size and has not
-been used for ``POOL_KEEP_S`` is ended.
+Sizing. The pool holds what is likely to arrive while a replacement boots: the arrival rate of
+activations (a moving average over ``warm_pool_window_s``) times how long starting and preparing a
+session process takes lately (itself a moving average: it grows with the machine's load), with
+``HEADROOM`` for bursts; never below ``warm_pool_size``, never above ``warm_pool_max`` nor a node's
+``max_resident_sessions`` (each directory shard: its share of them, and of the arrivals). Every take starts the replacements at once, counting those already
+booting, so the pool is refilled ahead of demand rather than once it is empty. A take that finds
+it empty waits for the next process that becomes ready (a new one or a passivated session's), in
+arrival order. After a quiet period the rate decays, the target falls back to ``warm_pool_size``,
+and the pooled actors beyond the target that went unused for a window are ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,12 +34,25 @@ from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
 
-# Blank actors beyond the pool's size are kept this long after their last use, then ended: long
-# enough to absorb the churn of chats passivating and coming back, short enough to give the
-# memory of a burst back.
-POOL_KEEP_S = 60.0
+# Arrivals come in bursts: the pool covers twice the mean demand during one boot.
+HEADROOM = 2.0
+# A session process' start and prepare before any was measured (about a second of CPU here).
+BOOT_GUESS_S = 1.0
+# The newest boot's weight in the moving average of boot times.
+BOOT_WEIGHT = 0.3
+# How often the pool looks for actors to end while it holds more than its floor.
+TRIM_EVERY_S = 1.0
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The pool's bounds and the arrival rate's window, as the directory's policy says now."""
+
+    floor: int
+    ceiling: int
+    window_s: float
 
 
 @dataclass(eq=False)
@@ -43,22 +64,48 @@ class SessionProcess:
     pooled_at: float = 0.0  # monotonic time it last went (back) into the pool
 
 
-class WarmPool:
-    """Blank session actors, used last in, first out, so what the pool holds beyond its size ages
-    and is trimmed. ``reuse`` frees a process another way when the pool is empty (the directory
-    passivates an idle chat on a node at its cap); ``spawn`` runs the pool's background work."""
+class ArrivalRate:
+    """Events per second as an exponentially decaying average: each event adds 1/window and the
+    sum decays with the window as time constant. A steady rate reads as itself, a burst shows at
+    once, and a few quiet windows read as almost nothing."""
 
-    def __init__(self, settings: Settings, directory: DirectoryHandle, size: int,
+    def __init__(self) -> None:
+        self._level = 0.0
+        self._at = time.monotonic()
+
+    def note(self, window_s: float) -> None:
+        now = time.monotonic()
+        self._level = self._decayed(now, window_s) + 1.0 / window_s
+        self._at = now
+
+    def per_s(self, window_s: float) -> float:
+        return self._decayed(time.monotonic(), window_s)
+
+    def _decayed(self, now: float, window_s: float) -> float:
+        return self._level * math.exp(-(now - self._at) / window_s)
+
+
+class WarmPool:
+    """Blank session actors, used last in, first out, so what the pool holds beyond its target
+    ages and is trimmed. ``limits`` reads the directory's policy (it changes at run time);
+    ``reuse`` frees a process another way when the pool is empty (the directory passivates an idle
+    chat on a node at its cap); ``spawn`` runs the pool's background work."""
+
+    def __init__(self, settings: Settings, directory: DirectoryHandle, limits: Callable[[], PoolLimits],
                  reuse: Callable[[], Awaitable[SessionProcess | None]], spawn: Spawn,
                  counters: Counter[str]) -> None:
         self.settings = settings
         self.directory = directory
-        self.size = size
+        self.limits = limits
         self._reuse = reuse
         self._spawn = spawn
         self.counters = counters
+        self.arrivals = ArrivalRate()
+        self.boot_s = BOOT_GUESS_S
         self._blank: list[SessionProcess] = []
-        self._refill_task: asyncio.Task[None] | None = None
+        self._waiters: deque[asyncio.Future[SessionProcess]] = deque()  # takes that found it empty
+        self._booting = 0
+        self._boots: set[asyncio.Task[None]] = set()
         self._trim_task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -67,57 +114,96 @@ class WarmPool:
     def node_ids(self) -> list[str]:
         return [process.node_id for process in self._blank]
 
+    def arrivals_per_s(self) -> float:
+        return self.arrivals.per_s(self.limits().window_s)
+
+    def target(self) -> int:
+        """How many blank actors the pool is refilled to now."""
+        limits = self.limits()
+        demand = math.ceil(self.arrivals.per_s(limits.window_s) * self.boot_s * HEADROOM)
+        return max(limits.floor, min(demand, limits.ceiling))
+
+    def arrived(self) -> None:
+        """An activation is under way: it counts towards the arrival rate."""
+        self.arrivals.note(self.limits().window_s)
+
     async def take(self) -> tuple[SessionProcess, Literal["warm", "cold"]]:
-        """A blank actor, and whether it is a prepared process ("warm") or a new one ("cold")."""
-        if not self._blank:
-            freed = await self._reuse()
-            if freed is not None:
-                return freed, "warm"
-            self.counters["cold_starts"] += 1
-            return await self._start(), "cold"
-        return self._blank.pop(), "warm"
+        """A blank actor, and whether it was ready ("warm") or had to be booted first ("cold")."""
+        if self._blank:
+            process = self._blank.pop()
+            self.refill()
+            return process, "warm"
+        freed = await self._reuse()
+        if freed is not None:
+            self.refill()
+            return freed, "warm"
+        self.counters["cold_starts"] += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.refill()
+        return await waiter, "cold"
 
-    async def _start(self) -> SessionProcess:
-        handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, self.directory)
-        node_id = await handle.prepare.remote()
-        self.counters["processes_started"] += 1
-        return SessionProcess(handle, node_id)
+    def refill(self) -> None:
+        """Start what the pool and the takes waiting on it lack, beyond what is booting already."""
+        waiting = sum(not waiter.done() for waiter in self._waiters)
+        for _ in range(self.target() + waiting - len(self._blank) - self._booting):
+            self._booting += 1
+            boot = self._spawn(self._boot())
+            self._boots.add(boot)
+            boot.add_done_callback(self._boots.discard)
 
-    def schedule_refill(self) -> None:
-        if self._refill_task is None or self._refill_task.done():
-            self._refill_task = self._spawn(self.refill())
+    async def filled(self) -> int:
+        """Start what the pool lacks and wait for every boot under way; returns the pool's size."""
+        self.refill()
+        while self._boots:
+            await asyncio.wait(set(self._boots))
+        return len(self._blank)
 
-    async def refill(self) -> None:
-        missing = self.size - len(self._blank)
-        if missing <= 0:
+    async def _boot(self) -> None:
+        began = time.monotonic()
+        try:
+            handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, self.directory)
+            process = SessionProcess(handle, await handle.prepare.remote())
+        except Exception as error:
+            self._booting -= 1
+            log.warning("a warm-pool session actor failed to start: %s", error)
+            if (waiter := self._next_waiter()) is not None:
+                waiter.set_exception(error)  # as if it had started its own process, and that failed
             return
-        started = await asyncio.gather(*(self._start() for _ in range(missing)), return_exceptions=True)
-        for process in started:
-            if isinstance(process, SessionProcess):
-                self.recycle(process)
-            else:
-                log.warning("a warm-pool session actor failed to start: %s", process)
+        self._booting -= 1
+        self.counters["processes_started"] += 1
+        self.boot_s += BOOT_WEIGHT * (time.monotonic() - began - self.boot_s)
+        self.recycle(process)
+
+    def _next_waiter(self) -> asyncio.Future[SessionProcess] | None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled take leaves its future behind
+                return waiter
+        return None
 
     def recycle(self, process: SessionProcess) -> None:
-        """A blank actor goes (back) into the pool."""
+        """A blank actor goes to the longest waiting take, or (back) into the pool."""
+        if (waiter := self._next_waiter()) is not None:
+            waiter.set_result(process)
+            return
         process.pooled_at = time.monotonic()
         self._blank.append(process)
         if self._trim_task is None or self._trim_task.done():
             self._trim_task = self._spawn(self._trim())
 
     async def _trim(self) -> None:
-        while len(self._blank) > self.size:
-            await asyncio.sleep(1.0)
-            cutoff = time.monotonic() - POOL_KEEP_S
-            while len(self._blank) > self.size and self._blank[0].pooled_at < cutoff:
+        while len(self._blank) > self.limits().floor:
+            await asyncio.sleep(TRIM_EVERY_S)
+            cutoff = time.monotonic() - self.limits().window_s
+            while len(self._blank) > self.target() and self._blank[0].pooled_at < cutoff:
                 ray.kill(self._blank.pop(0).handle)
 
-    def resize(self, size: int) -> None:
-        """A new size: what is beyond it is ended at once, what is missing is started."""
-        self.size = size
-        while len(self._blank) > self.size:
+    def reconfigured(self) -> None:
+        """The policy changed: what is beyond the new target is ended at once, what is missing started."""
+        while len(self._blank) > self.target():
             ray.kill(self._blank.pop(0).handle)
-        self.schedule_refill()
+        self.refill()
 
     def forget_lost(self, alive_nodes: set[str]) -> None:
         """Forget the blank actors on nodes that are no longer alive, and start their replacements."""
@@ -125,4 +211,4 @@ class WarmPool:
         if lost:
             self._blank = [process for process in self._blank if process.node_id in alive_nodes]
             self.counters["pool_lost"] += len(lost)
-            self.schedule_refill()
+            self.refill()

@@ -54,7 +54,7 @@ async def main(rt: Runtime) -> None:
             warm.append(await _start(broker))
         await _pool_full(rt, POOL)
         burst = [await _start(broker) for _ in range(BURST)]
-        await rt.directory().configure(warm_pool_size=0)
+        await rt.directory().configure(warm_pool_size=0, warm_pool_max=0)  # no pool at all, however fast chats arrive
         cold = [await _start(broker) for _ in range(COLD)]
     echo = [await _echo_open(rt.echo_url) for _ in range(ECHO)]
     stats = rt.directory().stats()

@@ -91,8 +91,14 @@ class Settings(BaseSettings):
     install_max_files: int = Field(default=200, ge=1)
     install_max_file_bytes: int = Field(default=256 * 1024, ge=1)  # all files together: http_max_body_bytes
 
-    # Session lifecycle
-    warm_pool_size: int = 2
+    # Session lifecycle. The warm pool of blank, prepared session actors sizes itself to the recent
+    # arrival rate of activations (actors/warm_pool.py): never below warm_pool_size, never above
+    # warm_pool_max (nor max_resident_sessions). The rate is averaged over warm_pool_window_s, and
+    # pooled actors beyond the pool's target that went unused that long are ended, so after a quiet
+    # period of a few windows the pool is back at warm_pool_size.
+    warm_pool_size: int = Field(default=2, ge=0)
+    warm_pool_max: int = Field(default=8, ge=0)
+    warm_pool_window_s: float = Field(default=60.0, gt=0)
     idle_timeout_s: float = 10.0
     max_resident_sessions: int = 200  # per node, over all directory shards (docs/architecture.md)
     # Directory shards (actors/names.py:shard_of): one is enough for a laptop; a cluster spreads
