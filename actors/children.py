@@ -183,13 +183,13 @@ async def _within_cluster_cap(engine: RunHost, record: FanOutRecord, running: li
 
 async def _free_slots(engine: RunHost, children: list[str]) -> None:
     if children:
-        wake(await child_slots.release(engine.settings.max_running_children, children), engine.chat.chat_id)
+        _wake(await child_slots.release(engine.settings.max_running_children, children), engine.chat.chat_id)
 
 
 _waking: set[asyncio.Task[None]] = set()
 
 
-def wake(parents: list[child_slots.ParentKey], but: str | None = None) -> None:
+def _wake(parents: list[child_slots.ParentKey], but: str | None = None) -> None:
     """Tell parents waiting for a slot that one freed. Not awaited: the caller may hold its own
     children lock, which a woken parent's call back (freeing a slot) would wait for."""
     for app_id, user_id, chat_id in parents:
@@ -205,7 +205,7 @@ async def _changed(app_id: str, user_id: str, chat_id: str) -> None:
         if session is not None:
             await session.children_changed(chat_id)
     except Exception:
-        log.exception("chat %s waiting for a child slot could not be woken", chat_id)
+        log.exception("chat %s could not be told that its children changed", chat_id)
 
 
 async def _ensure_created(engine: RunHost, pending: PendingChildren) -> FanOutRecord:
@@ -383,7 +383,7 @@ async def report_to_parent(engine: RunHost, run_status: str) -> bool:
     except FanOutNotFound:
         log.warning("chat %s names fan-out %s, which does not exist", chat.chat_id, link.fanout_id)
         return True
-    wake(await child_slots.release(engine.settings.max_running_children, [chat.chat_id]), link.chat_id)
+    _wake(await child_slots.release(engine.settings.max_running_children, [chat.chat_id]), link.chat_id)
     if changed:  # else the parent ended it already (a timeout, a cancel) and knows
         await _changed(chat.app_id, chat.user_id, link.chat_id)
     return True

@@ -67,9 +67,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), **overrides: Any) -> Iterator[Runtime]:
+def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), address: str | None = None,
+            **overrides: Any) -> Iterator[Runtime]:
     """A fresh local runtime serving the example and benchmark workflows (and any
-    ``extra_workflows`` folders), plus the echo baseline."""
+    ``extra_workflows`` folders), plus the echo baseline. ``address``: on that running cluster (a
+    ``ray.cluster_utils.Cluster`` the caller shuts down) instead of a private local Ray."""
     from serve_app.launch import start_runtime
 
     scratch = Path(tempfile.mkdtemp(prefix="mozaiks-bench-"))
@@ -85,8 +87,11 @@ def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), **overrides
                         session_rate_per_minute=None, ws_rate_per_s=100_000, ws_rate_burst=100_000,
                         **overrides)
     # Started here rather than by start_runtime only to keep the workers' log lines off the tables.
-    ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, include_dashboard=False,
-             configure_logging=False, log_to_driver=False)
+    if address is None:
+        ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+    else:
+        ray.init(address=address, namespace=NAMESPACE, configure_logging=False, log_to_driver=False)
     info = start_runtime(settings)
     serve.run(echo_app(), name="echo", route_prefix=ECHO_PREFIX, blocking=False)
     try:

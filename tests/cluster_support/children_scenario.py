@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 from websockets.exceptions import WebSocketException
 
-from mozaiks.client import BrokerClient, ChatClosed
+from mozaiks.client import BrokerClient, BrokerError, ChatClosed
 from mozaiks.settings import Settings
 from tests.children_support import events_of, fan_out_to_askers, run_ended, write_children, write_parent
 from tests.cluster_support.cluster_runtime import runtime_on
@@ -55,7 +56,8 @@ def runtime_settings(workdir: Path) -> Settings:
 
 
 async def answer(broker: BrokerClient, child: str) -> str:
-    """Answer the child's question (retrying while the cluster recovers); its run's status."""
+    """Answer the child's question (retrying while the cluster recovers: a socket, the HTTP edge or
+    the ingress replica that lived on the killed node); its run's status."""
     async with asyncio.timeout(120):
         while True:
             try:
@@ -65,8 +67,12 @@ async def answer(broker: BrokerClient, child: str) -> str:
                     await conn.say("green", input_request_id=request["data"]["request_id"],
                                    message_id=f"answer-{child}")
                     return str((await conn.wait_for("chat.run_complete"))["data"]["status"])
-            except (OSError, TimeoutError, ChatClosed, WebSocketException):
-                await asyncio.sleep(0.5)
+            except BrokerError as exc:
+                if exc.status < 500:
+                    raise
+                await asyncio.sleep(0.5)  # the ingress is being re-placed after its node died
+            except (OSError, TimeoutError, ChatClosed, WebSocketException, httpx.TransportError, json.JSONDecodeError):
+                await asyncio.sleep(0.5)  # the connection went down with the killed node
 
 
 async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any]) -> dict[str, Any]:
