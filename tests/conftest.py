@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from mozaiks.client import BrokerClient
 from mozaiks.settings import Settings
 from mozaiks.store.sqlite import SQLiteStore
+from tests import pg_server
 from tests.fake_openai import FakeOpenAI
 
 TESTS = Path(__file__).resolve().parent
@@ -67,6 +68,29 @@ def settings(tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> S
         runtime_token_secret=SecretStr(RUNTIME_SECRET), service_credential=SecretStr("test-service-credential"),
         warm_pool_size=2, metrics_export_port=free_port(), generator_workflows=["workflow_generator"],
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """One throw-away PostgreSQL server for the session (None when this machine has none: the
+    tests that need it skip with tests/pg_server.py's reason); each test makes its own database."""
+    if pg_server.unavailable_reason():
+        yield None
+        return
+    with pg_server.postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    pg_server.unavailable_reason() is not None, reason=f"PostgreSQL: {pg_server.unavailable_reason()}"))])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A test runs once on each store it names this for: "" (the runtime's SQLite file under its
+    data directory), then a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    with pg_server.fresh_database(request.getfixturevalue("postgres_server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

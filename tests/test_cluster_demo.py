@@ -1,6 +1,7 @@
 """The README's cluster section, followed on this machine by scripts/cluster_demo.sh: a head and a
-second "machine" (network namespaces with their own addresses), `serve deploy` of
-deploy/serve_config.yaml, then chats end to end through the deployed runtime."""
+second "machine" (network namespaces with their own addresses) sharing one PostgreSQL server over
+the network, `serve deploy` of deploy/serve_config.yaml, then chats end to end through the deployed
+runtime."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import uuid
 
 import pytest
 
+from tests import pg_server
 from tests.cluster_support.runner import run_tagged
 
 pytestmark = pytest.mark.cluster
@@ -36,10 +38,15 @@ def test_the_cluster_section_of_the_readme_runs_on_this_machine():
     reason = _namespaces_unavailable()
     if reason:
         pytest.skip(f"scripts/cluster_demo.sh needs network namespaces: {reason}")
+    if reason := pg_server.unavailable_reason():
+        pytest.skip(f"scripts/cluster_demo.sh needs a PostgreSQL server: {reason}")
     outcome = run_tagged(["bash", "scripts/cluster_demo.sh"], timeout_s=300, extra_env={"PYTHON": sys.executable})
     assert outcome.returncode == 0, outcome.stdout[-3000:] + outcome.stderr[-3000:]
     summary = outcome.result()
     assert summary["completed"] == summary["chats"] == 4
+    # The chats are in the one database both machines use: the second machine counted them there.
+    assert re.search(r"^store: 4 chats in PostgreSQL at 10\.10\.0\.1:5432$", outcome.stdout, re.MULTILINE), \
+        outcome.stdout[-3000:]
     active = re.search(r"^Active:\n((?: \d+ node_\w+\n)+)", outcome.stdout, re.MULTILINE)
     assert active, outcome.stdout
     nodes = set(re.findall(r"node_(\w+)", active.group(1)))

@@ -3,7 +3,8 @@
 Ray cannot be restarted inside the test process (the other tests share one runtime there), so
 the test runs this file as a script in a subprocess that starts the runtime, drives two chats
 part of the way, stops it abruptly — one chat waiting for input, the other in the middle of a
-turn — starts it again on the same data directory, and finishes both.
+turn — starts it again on the same store, and finishes both. It runs on SQLite and on
+PostgreSQL (the `store_url` fixture).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port,
 from tests.lifecycle_support import FIRST_REPLY, RawSocket, user_message
 
 
-def _settings(data_dir: Path, workflows_dir: Path) -> Settings:
-    return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, port=free_port(),
+def _settings(data_dir: Path, workflows_dir: Path, store_url: str) -> Settings:
+    return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, store_url=store_url, port=free_port(),
                     default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
                     runtime_token_secret=SecretStr(RUNTIME_SECRET), warm_pool_size=1)
 
@@ -65,21 +66,22 @@ async def _after_start(http_url: str, before: dict[str, Any]) -> dict[str, Any]:
                 "busy_log": (await broker.events(before["busy"], limit=1000))["events"]}
 
 
-def _run(data_dir: Path, workflows_dir: Path) -> dict[str, Any]:
+def _run(data_dir: Path, workflows_dir: Path, store_url: str) -> dict[str, Any]:
     import ray
 
     from serve_app.launch import start_runtime
 
-    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, store_url), num_cpus=2)
     before = asyncio.run(_before_stop(info.http_url))
     ray.shutdown()  # abruptly, mid-turn: Serve and every actor go down with Ray
-    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, store_url), num_cpus=2)
     after = asyncio.run(_after_start(info.http_url, before))
     return {"before": before, "after": after}  # Ray shuts down when this process exits
 
 
-def test_an_open_chat_resumes_after_the_runtime_restarts(tmp_path, workflows_dir):
-    done = subprocess.run([sys.executable, "-m", "tests.test_crash_restart", str(tmp_path / "data"), str(workflows_dir)],
+def test_an_open_chat_resumes_after_the_runtime_restarts(tmp_path, workflows_dir, store_url):
+    done = subprocess.run([sys.executable, "-m", "tests.test_crash_restart", str(tmp_path / "data"), str(workflows_dir),
+                           store_url],
                           cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -95,4 +97,4 @@ def test_an_open_chat_resumes_after_the_runtime_restarts(tmp_path, workflows_dir
 
 
 if __name__ == "__main__":
-    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]))))
+    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))

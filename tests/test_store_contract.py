@@ -7,7 +7,7 @@ import asyncio
 import multiprocessing
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from uuid import uuid4
@@ -89,15 +89,6 @@ class Backend:
             conn = await asyncpg.connect(self.postgres_server)
             await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
             await conn.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str | None]:
-    if POSTGRES_UNAVAILABLE:
-        yield None
-        return
-    with pg_server.postgres_url() as url:
-        yield url
 
 
 @pytest.fixture(params=[

@@ -2,7 +2,7 @@
 started again, the input request still times out on time, with nobody connected.
 
 Like tests/test_crash_restart.py, the runtime runs in a subprocess (Ray cannot be restarted
-inside the test process, which shares one runtime among the tests).
+inside the test process, which shares one runtime among the tests). On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from tests.lifecycle_support import RawSocket, passivated
 USER = "deadline-keeper"
 
 
-def _settings(data_dir: Path, workflows_dir: Path) -> Settings:
-    return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, port=free_port(),
+def _settings(data_dir: Path, workflows_dir: Path, store_url: str) -> Settings:
+    return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, store_url=store_url, port=free_port(),
                     default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
                     runtime_token_secret=SecretStr(RUNTIME_SECRET), warm_pool_size=1, idle_timeout_s=0.2)
 
@@ -60,25 +60,25 @@ async def _timeout_event(http_url: str, chat_id: str) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
 
 
-def _run(data_dir: Path, workflows_dir: Path) -> dict[str, Any]:
+def _run(data_dir: Path, workflows_dir: Path, store_url: str) -> dict[str, Any]:
     import ray
 
     from serve_app.launch import start_runtime
 
-    settings = _settings(data_dir, workflows_dir)
+    settings = _settings(data_dir, workflows_dir, store_url)
     info = start_runtime(settings, num_cpus=2)
     before = asyncio.run(_open_wait_and_passivate(info.http_url, settings.resolved_store_url))
     ray.shutdown()  # the whole runtime: Serve, the directory and its in-memory wake-ups go
     stopped = time.time()
-    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, store_url), num_cpus=2)
     started = time.time()
     after = asyncio.run(_timeout_event(info.http_url, before["chat_id"]))
     return {**before, **after, "stopped": stopped, "started": started}
 
 
-def test_a_passivated_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_path, workflows_dir):
+def test_a_passivated_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_path, workflows_dir, store_url):
     done = subprocess.run([sys.executable, "-m", "tests.test_wait_deadline_restart", str(tmp_path / "data"),
-                           str(workflows_dir)], cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+                           str(workflows_dir), store_url], cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["stopped"] < result["deadline"], "the runtime stopped after the deadline: nothing to show"
@@ -96,4 +96,4 @@ def test_a_passivated_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_p
 
 
 if __name__ == "__main__":
-    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]))))
+    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
