@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("session_start", "turn_overhead", "throughput", "streaming", "memory", "passivation", "tool_fanout")
+BENCHMARKS = ("session_start", "turn_overhead", "throughput", "streaming", "memory", "passivation", "tool_fanout",
+              "chat_cost", "chat_load", "stream_latency", "ws_deflate")
 
 
 def main(names: list[str]) -> int:
