@@ -8,7 +8,7 @@ import sys
 import time
 
 BENCHMARKS = ("session_start", "turn_overhead", "throughput", "streaming", "memory", "passivation", "tool_fanout",
-              "chat_cost", "chat_load", "stream_latency", "ws_deflate")
+              "chat_cost", "chat_load", "stream_latency", "ws_deflate", "store_turn_cost")
 
 
 def main(names: list[str]) -> int:
