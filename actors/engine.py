@@ -55,7 +55,8 @@ class SessionEngine:
         self.history = History()
         self.status = chat.status
         self.committer = Committer(store, chat, epoch, hub, self.history, SessionState(
-            lambda: self.state.model_dump(mode="json"), lambda: self.status, lambda: self.phase))
+            lambda: self.state.model_dump(mode="json"), lambda: self.status, lambda: self.phase,
+            lambda: waits.open_deadline(self.state)))
         self.commit = self.committer.commit
         self.publish_ephemeral = self.committer.publish_ephemeral
         self.timer = waits.WaitTimer(lambda: deadlines.on_due(self))
@@ -106,6 +107,7 @@ class SessionEngine:
         elif self.steps.step == "idle" and self.state.queue and self.status == "active":
             await self._start_run(self.state.queue.pop(0))
         self.timer.arm(waits.open_deadline(self.state))
+        await self.committer.keep_wakeup()
 
     @property
     def phase(self) -> str | None:

@@ -1,8 +1,10 @@
 """Waits on the user (an input request, an open UI tool) and the one timer that ends them.
 
 A wait's deadline lives in the snapshot as epoch seconds, so a re-activated session re-arms the
-same deadline rather than starting a fresh timeout. A passivated chat's deadline is also a store
-wake-up (``Store.set_wakeup``), which the directory takes up when it starts.
+same deadline rather than starting a fresh timeout. The deadline is also the chat's store wake-up
+(``Store.set_wakeup``, kept by the session's commits from the moment the wait opens), which the
+directory takes up when it starts: a passivated chat, or one resident when the whole runtime
+stopped, still times out on time.
 """
 
 from __future__ import annotations
