@@ -44,10 +44,10 @@ def _run(data_dir: Path, workflows_dir: Path) -> dict[str, Any]:
 
     from serve_app.launch import start_runtime
 
-    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, ""), num_cpus=2)
     before = asyncio.run(_before_stop(info.http_url))
     ray.shutdown()  # every session actor, the directory and Serve go down together
-    info = start_runtime(_settings(data_dir, workflows_dir), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, ""), num_cpus=2)
     after = asyncio.run(_after_start(info.http_url, before))
     return {"before": before, "after": after}
 
