@@ -33,6 +33,7 @@ POLL_TIMEOUT_S = 20.0
 # as a parked future, so a long one costs nothing while the chat sleeps).
 FOLLOW_WAIT_S = 300.0
 MAX_RATE_VIOLATIONS = 20
+CALL_ATTEMPTS = 4  # a call into the session, and its retries on a replaced session (SessionLink.call)
 
 T = TypeVar("T")
 
@@ -82,15 +83,19 @@ class SessionLink:
 
     async def call(self, method: Callable[[SessionHandle], Awaitable[T]]) -> T:
         """Call the session about this chat; if it died, or no longer serves the chat (passivated,
-        fenced), find the chat's actor through the directory once and call again."""
+        fenced), find the chat's actor through the directory and call again. More than once: on
+        a loaded node the chat activated for this call can idle out its keep-alive and passivate
+        again before the call reaches it (seen with a burst of 100 chats at load average 140)."""
         session = await self.current()
-        try:
-            return await method(session)
-        except SessionGone:
-            replaced = await self.connect(dead=session)
-            if replaced is None:
-                raise Close(close_codes.CHAT_NOT_FOUND, "chat not found") from None
-            return await method(replaced)
+        for _ in range(CALL_ATTEMPTS - 1):
+            try:
+                return await method(session)
+            except SessionGone:
+                replaced = await self.connect(dead=session)
+                if replaced is None:
+                    raise Close(close_codes.CHAT_NOT_FOUND, "chat not found") from None
+                session = replaced
+        return await method(session)
 
     async def follow(self, gone: SessionHandle, crashed: bool) -> SessionHandle:
         """The chat's session after ``gone`` stopped serving it. A passivated chat is waited for,
