@@ -31,7 +31,7 @@ from actors.agent_turn import resolve_model
 from actors.commits import stored_wire
 from actors.engine import SessionEngine
 from actors.event_hub import EventHub
-from actors.handles import Attached, DirectoryHandle, Poll, SessionHandle, SessionStatus
+from actors.handles import Attached, DirectoryHandle, Poll, Serving, SessionHandle, SessionStatus
 from actors.journeys import advance_journeys
 from mozaiks.protocol.client_messages import ChatCancel, ChatMessage, UiToolResponse, UserInputSubmit
 from mozaiks import logs
@@ -47,6 +47,8 @@ from workflows.loader import WorkflowError
 
 log = logging.getLogger("mozaiks.session")
 
+# The wake-up a resident chat has in the store: due at once, whenever a directory shard reads it.
+RESIDENT_MARK = 0.0
 # A watcher that has not polled for this long is considered gone (its ingress replica died).
 WATCHER_LEASE_S = 60.0
 
@@ -129,6 +131,14 @@ class ChatSession:
     async def pid(self) -> int:
         return os.getpid()
 
+    async def serving(self) -> Serving:
+        """The chat this actor serves, for a directory shard that restarted and adopts it."""
+        node_id = ray.get_runtime_context().get_node_id()
+        if self.binding is None:
+            return Serving(node_id=node_id)
+        chat = self.binding.engine.chat
+        return Serving(node_id=node_id, chat_id=chat.chat_id, app_id=chat.app_id, user_id=chat.user_id)
+
     async def ping(self) -> str:
         """The chat this actor serves, or "" while blank."""
         return self.binding.chat_id if self.binding else ""
@@ -141,8 +151,11 @@ class ChatSession:
             epoch = await self.store.claim(app_id, user_id, chat_id)
         except ChatNotFound:
             return None
-        # Read after the claim: from here on the previous owner can no longer move last_seq.
-        chat = await self.store.get_chat(app_id, user_id, chat_id)
+        # Read after the claim: from here on the previous owner can no longer move last_seq. The
+        # mark says "resident" until release() replaces it: if this process dies while the
+        # directory shard is down too, the shard's next life re-activates the chat from it.
+        chat, _ = await asyncio.gather(self.store.get_chat(app_id, user_id, chat_id),
+                                       self.store.set_wakeup(app_id, user_id, chat_id, RESIDENT_MARK))
         assert chat is not None
         workflow = await self.workflows.get(chat.app_id, chat.workflow_name)
         hub = EventHub()

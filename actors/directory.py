@@ -1,9 +1,11 @@
 """Finds or activates the one session actor of a chat; passivates, caps and recycles them.
 
 One shard of the cluster's directory: a named actor serving the chats that hash to it
-(actors/names.py:shard_of; ``settings.directory_shards`` of them), and the owner of their session
-actors (so if it dies and restarts, its sessions die with it and nothing is left serving a chat
-it no longer knows). Each shard keeps its own warm pool and its share of the per-node cap.
+(actors/names.py:shard_of; ``settings.directory_shards`` of them), placed off the head when
+there are other nodes and restarted by Ray (elsewhere, if its node died). It does not own its
+session actors: they are detached and named with the shard's prefix, so they keep serving their
+chats while the shard is down, and the restarted shard adopts the live ones (``_restore``). Each
+shard keeps its own warm pool and its share of the per-node cap.
 
 - **Activation** of a chat is serialised by a per-chat lock: any number of concurrent connects and
   broker calls end with one live actor. The store's epoch fences out any actor this directory
@@ -21,7 +23,9 @@ it no longer knows). Each shard keeps its own warm pool and its share of the per
   ``ready`` takes the stored ones up, so a whole-runtime restart keeps them.
 - **Crash recovery**: the directory keeps a ``lifetime`` call open on every resident session;
   when the process dies, the chat is re-activated from its log at once, so a turn in progress
-  continues even with nobody connected.
+  continues even with nobody connected. A session marks its chat resident in the store as it
+  activates (a wake-up due at once, replaced as it passivates): a session that died while its
+  shard was down is found that way, and its chat re-activated, when the shard comes back.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.coordination import KeyedLocks, WakeupTimer
-from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy
-from actors.names import NAMESPACE, directory_name, shard_of
+from actors.handles import DirectoryHandle, DirectoryStats, LifecyclePolicy, actor_id
+from actors.names import DIRECTORY_PREFIX, NAMESPACE, SESSION_PREFIX, directory_name, session_prefix, shard_of
 from actors.usage import prune_usage
 from actors.warm_pool import PoolLimits, SessionProcess, WarmPool
 from mozaiks import logs, metrics
@@ -49,6 +54,8 @@ from mozaiks.settings import Settings
 from mozaiks.store import open_store
 
 log = logging.getLogger("mozaiks.directory")
+
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # what Ray's head node offers and no other node does
 
 # How many least-recently-used chats one activation asks before it gives up making room.
 EVICTION_CANDIDATES = 8
@@ -93,27 +100,52 @@ class SessionDirectory:
         self.handle = DirectoryHandle(settings.directory_shards, {shard: ray.get_runtime_context().current_actor})
         self._tasks: set[asyncio.Task[Any]] = set()
         # When the pool is empty, a node at its cap lends its least recently used idle session.
-        self.pool = WarmPool(settings, self.handle, self._pool_limits,
+        self.pool = WarmPool(settings, self.handle, session_prefix(shard), self._pool_limits,
                              lambda: self._evict(None), self._spawn, self.counters)
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
-        self._wakeups_loaded: asyncio.Future[None] | None = None
+        self._restoring: asyncio.Future[None] | None = None
 
     async def ready(self) -> int:
         """Fill the warm pool before the first chat needs it, and take up the wake-ups of chats
         that passivated before this directory started; returns the pool size."""
-        await asyncio.gather(self.pool.filled(), self._wakeups_taken_up())
-        if self._gauges_task is None:
-            self._gauges_task = self._spawn(self._report_gauges())
-        if self._retention_task is None and self.settings.usage_retention_days is not None and self.shard == 0:
-            self._retention_task = self._spawn(self._keep_usage_retention(self.settings.usage_retention_days))
+        await self._restored()  # first: adopting ends the blank actors it finds, which must not be new ones
+        await self.pool.filled()
         return len(self.pool)
 
-    async def _wakeups_taken_up(self) -> None:
-        """Once per directory process: after a start (``ready``) or a restart Ray made (the first call)."""
-        if self._wakeups_loaded is None:
-            self._wakeups_loaded = asyncio.ensure_future(self._load_wakeups())
-        await asyncio.shield(self._wakeups_loaded)
+    async def _restored(self) -> None:
+        """Once per directory process, before it answers anything about a chat: after a start
+        (``ready``) or a restart Ray made (the first call)."""
+        if self._restoring is None:
+            self._restoring = asyncio.ensure_future(self._restore())
+        await asyncio.shield(self._restoring)
+
+    async def _restore(self) -> None:
+        await self._adopt()
+        await self._load_wakeups()  # after adopting: a chat whose session lives needs no wake-up
+        self._gauges_task = self._spawn(self._report_gauges())
+        if self.settings.usage_retention_days is not None and self.shard == 0:
+            self._retention_task = self._spawn(self._keep_usage_retention(self.settings.usage_retention_days))
+
+    async def _adopt(self) -> None:
+        """Take over the live session actors this shard started before it (re)started: those
+        serving a chat become resident again, under a new crash watch; blank ones are ended (the
+        pool refills), as their preparation may not have finished."""
+        handles = await asyncio.to_thread(session_actors, self.shard)
+        serving = await asyncio.gather(*(handle.serving.remote() for handle in handles), return_exceptions=True)
+        for handle, found in zip(handles, serving, strict=True):
+            if isinstance(found, BaseException):
+                continue  # died meanwhile: its chat's resident mark wakes it below
+            if found.chat_id is None or found.chat_id in self.resident:
+                ray.kill(handle)
+                continue
+            entry = _Resident(SessionProcess(handle, found.node_id), found.app_id, found.user_id)
+            self.resident[found.chat_id] = entry
+            self.per_node[found.node_id] += 1
+            self._spawn(self._watch(found.chat_id, entry))
+        self.counters["adopted"] += len(self.resident)
+        if self.resident:
+            log.warning("directory shard %d (re)started: adopted %d live sessions", self.shard, len(self.resident))
 
     async def _load_wakeups(self) -> None:
         store = open_store(self.settings.resolved_store_url)
@@ -145,16 +177,16 @@ class SessionDirectory:
             await asyncio.sleep(GAUGES_EVERY_S)
 
     # ------------------------------------------------------------------ activation
-    async def get(self, app_id: str, user_id: str, chat_id: str, dead: ActorHandle | None = None) -> ActorHandle | None:
+    async def get(self, app_id: str, user_id: str, chat_id: str, dead: str | None = None) -> ActorHandle | None:
         """The chat's live session actor, activating one if needed; None if the chat does not exist
-        for this app and user. ``dead`` is a handle the caller saw die: it is replaced."""
-        await self._wakeups_taken_up()
+        for this app and user. ``dead`` is the actor id of a session the caller saw die: it is replaced."""
+        await self._restored()
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
-            if entry is not None and dead is not None and entry.actor.handle == dead:
+            if entry is not None and dead is not None and actor_id(entry.actor.handle) == dead:
                 # Perhaps only unreachable: it must not live on beside its replacement.
                 self._drop(chat_id)
-                ray.kill(dead, no_restart=True)
+                ray.kill(entry.actor.handle, no_restart=True)
                 entry = None
             if entry is not None:
                 if (entry.app_id, entry.user_id) != (app_id, user_id):
@@ -163,7 +195,7 @@ class SessionDirectory:
                 return entry.actor.handle
             return await self._activate(app_id, user_id, chat_id)
 
-    async def follow(self, app_id: str, user_id: str, chat_id: str, gone: ActorHandle, crashed: bool,
+    async def follow(self, app_id: str, user_id: str, chat_id: str, gone: str, crashed: bool,
                      wait_s: float) -> tuple[bool, ActorHandle | None]:
         """For a socket whose session went away: the chat's session now. Only a crash activates it
         again from here; a passivated chat is waited for (up to ``wait_s``) until a message or a
@@ -172,6 +204,7 @@ class SessionDirectory:
         if crashed:
             handle = await self.get(app_id, user_id, chat_id, gone)
             return handle is not None, handle
+        await self._restored()
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
             if entry is not None:
@@ -197,6 +230,7 @@ class SessionDirectory:
 
     async def peek(self, chat_id: str) -> ActorHandle | None:
         """The chat's resident session actor, without activating one."""
+        await self._restored()
         entry = self.resident.get(chat_id)
         return entry.actor.handle if entry is not None else None
 
@@ -261,11 +295,12 @@ class SessionDirectory:
         return entry
 
     # ------------------------------------------------------------------ passivation
-    async def passivate(self, chat_id: str, actor: ActorHandle) -> bool:
+    async def passivate(self, chat_id: str, actor: str) -> bool:
         """A session that has been idle long enough asks to go."""
+        await self._restored()
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
-            if entry is None or entry.actor.handle != actor:
+            if entry is None or actor_id(entry.actor.handle) != actor:
                 # Passivated for room meanwhile: the process already serves the pool, or another chat.
                 return False
             if not await self._release(chat_id, entry):
@@ -330,13 +365,21 @@ class SessionDirectory:
         while True:
             try:
                 await entry.actor.handle.lifetime.remote(chat_id)
-                return  # released normally
+                break
             except ActorUnavailableError:
                 await asyncio.sleep(1.0)  # unreachable for now, maybe not dead
                 if self.resident.get(chat_id) is not entry:
                     return
             except RayActorError:
-                break
+                return await self._crashed(chat_id, entry)
+        # Released normally: by this shard (which dropped it, holding the lock), or on its own, as
+        # an adopted session whose activation failed does.
+        async with self.locks.hold(chat_id):
+            if self.resident.get(chat_id) is entry:
+                self._drop(chat_id)
+                self.pool.recycle(entry.actor)
+
+    async def _crashed(self, chat_id: str, entry: _Resident) -> None:
         async with self.locks.hold(chat_id):
             if self.resident.get(chat_id) is not entry:
                 return  # already replaced by a caller that saw it die
@@ -356,13 +399,14 @@ class SessionDirectory:
         """A dead actor may mean a dead node: forget the pooled actors Ray knows died with theirs."""
         self.pool.forget_lost({node["NodeID"] for node in await asyncio.to_thread(ray.nodes) if node["Alive"]})
 
-    async def fenced(self, chat_id: str, actor: ActorHandle) -> None:
+    async def fenced(self, chat_id: str, actor: str) -> None:
         """A session found a newer owner of its chat in the store and let go of the chat; the
         next call for the chat activates it afresh (and fences out whoever else claimed it)."""
         self.counters["fenced"] += 1
+        await self._restored()
         async with self.locks.hold(chat_id):
             entry = self.resident.get(chat_id)
-            if entry is None or entry.actor.handle != actor:
+            if entry is None or actor_id(entry.actor.handle) != actor:
                 return  # released meanwhile (it had let go already): the process may serve another chat now
             self._drop(chat_id)
             self.pool.recycle(entry.actor)
@@ -373,6 +417,7 @@ class SessionDirectory:
                         warm_pool_window_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy at run time (new activations use the new idle timeout).
         Returns the previous policy."""
+        await self._restored()
         previous = self.policy.model_copy()
         changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
                    "warm_pool_size": warm_pool_size, "warm_pool_max": warm_pool_max,
@@ -386,7 +431,12 @@ class SessionDirectory:
     async def pid(self) -> int:
         return os.getpid()
 
+    async def node(self) -> str:
+        """The node this shard runs on."""
+        return ray.get_runtime_context().get_node_id()
+
     async def stats(self) -> DirectoryStats:
+        await self._restored()
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
                               per_node={node: n for node, n in self.per_node.items() if n},
                               pool_per_node=dict(Counter(self.pool.node_ids())), pool_target=self.pool.target(),
@@ -408,7 +458,46 @@ class SessionDirectory:
 def get_directory(settings: Settings) -> DirectoryHandle:
     """The cluster's directory shards, created on first use (detached, so they outlive the caller)."""
     shards = settings.directory_shards
+    placements = _placements(shards)
     return DirectoryHandle(shards, {
         index: SessionDirectory.options(name=directory_name(index), namespace=NAMESPACE, get_if_exists=True,
-                                        lifetime="detached").remote(settings, index)
+                                        lifetime="detached", scheduling_strategy=placements[index]
+                                        ).remote(settings, index)
         for index in range(shards)})
+
+
+def _placements(shards: int) -> list[Any]:
+    """Where each shard starts: the nodes other than the head, in turn, so that a head restart
+    (docs/cluster.md) interrupts no shard; the head only when there is nothing else. Soft: a shard
+    whose node died is restarted wherever Ray finds room."""
+    workers = sorted(node["NodeID"] for node in ray.nodes()
+                     if node["Alive"] and HEAD_NODE_RESOURCE not in node["Resources"])
+    if not workers:
+        return ["DEFAULT"] * shards
+    return [NodeAffinitySchedulingStrategy(workers[index % len(workers)], soft=True) for index in range(shards)]
+
+
+def _named(prefix: str) -> list[ActorHandle]:
+    """The live actors of the runtime's namespace whose names start with ``prefix``."""
+    handles = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix):
+            try:
+                handles.append(ray.get_actor(entry["name"], namespace=NAMESPACE))
+            except ValueError:
+                continue  # ended meanwhile
+    return handles
+
+
+def session_actors(shard: int) -> list[ActorHandle]:
+    """The live session actors ``shard`` started (in any of its lives)."""
+    return _named(session_prefix(shard))
+
+
+def end_directory() -> None:
+    """End the directory's shards and every session actor: all are detached, so nothing else
+    would (a runtime that joined a cluster leaves it as it found it)."""
+    for shard in _named(DIRECTORY_PREFIX):
+        ray.kill(shard, no_restart=True)
+    for session in _named(SESSION_PREFIX):
+        ray.kill(session)

@@ -54,6 +54,16 @@ class SessionStatus(ChatMeta):
     calls: int = 0
 
 
+class Serving(BaseModel):
+    """What a session actor tells a restarted directory shard: the chat it serves (None while
+    blank) and the node it lives on."""
+
+    node_id: str
+    chat_id: str | None = None
+    app_id: str = ""
+    user_id: str = ""
+
+
 class LifecyclePolicy(BaseModel):
     idle_timeout_s: float
     max_resident_sessions: int
@@ -79,21 +89,29 @@ class DirectoryStats(BaseModel):
         return self.counters.get(name, 0)
 
 
+def actor_id(actor: ActorHandle) -> str:
+    """How the directory is told which session a caller means: by id, not by handle. A handle
+    passed to the directory is borrowed by it, and Ray's reference counting fails a check (and
+    kills the directory) when a detached actor borrowed so has died meanwhile."""
+    return str(actor._actor_id.hex())
+
+
 class SessionHandle:
     """One session actor process. It serves one chat at a time, so every call names the chat it
     is meant for; a call that reaches it after it let the chat go raises ``SessionGone``."""
 
     def __init__(self, actor: ActorHandle) -> None:
         self.actor = actor
+        self.actor_id = actor_id(actor)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SessionHandle) and self.actor._actor_id == other.actor._actor_id
+        return isinstance(other, SessionHandle) and self.actor_id == other.actor_id
 
     def __hash__(self) -> int:
-        return hash(self.actor._actor_id)
+        return hash(self.actor_id)
 
     def __repr__(self) -> str:
-        return f"SessionHandle({self.actor._actor_id.hex()})"
+        return f"SessionHandle({self.actor_id})"
 
     async def _call(self, chat_id: str, ref: Any) -> Any:
         try:
@@ -217,14 +235,14 @@ class DirectoryHandle:
                       dead: SessionHandle | None = None) -> SessionHandle | None:
         """The chat's live session, activating one if needed; None if this app and user have no
         such chat. ``dead`` is a session the caller saw die: it is replaced."""
-        actor = await self.of(chat_id).get.remote(app_id, user_id, chat_id, dead.actor if dead else None)
+        actor = await self.of(chat_id).get.remote(app_id, user_id, chat_id, dead.actor_id if dead else None)
         return SessionHandle(actor) if actor is not None else None
 
     async def follow(self, app_id: str, user_id: str, chat_id: str, gone: SessionHandle, crashed: bool,
                      wait_s: float) -> SessionHandle | None:
         """The chat's session after ``gone`` stopped serving it: re-activated after a crash, else
         waited for (up to ``wait_s``, then None) until a message or a connection activates it."""
-        exists, actor = await self.of(chat_id).follow.remote(app_id, user_id, chat_id, gone.actor, crashed, wait_s)
+        exists, actor = await self.of(chat_id).follow.remote(app_id, user_id, chat_id, gone.actor_id, crashed, wait_s)
         if not exists:
             raise ChatNotFound(chat_id)
         return SessionHandle(actor) if actor is not None else None
@@ -236,12 +254,12 @@ class DirectoryHandle:
 
     async def passivate(self, chat_id: str, session: SessionHandle) -> bool:
         """``session`` has been idle long enough and asks to go; True if it was released."""
-        result: bool = await self.of(chat_id).passivate.remote(chat_id, session.actor)
+        result: bool = await self.of(chat_id).passivate.remote(chat_id, session.actor_id)
         return result
 
     async def fenced(self, chat_id: str, session: SessionHandle) -> None:
         """``session`` found a newer owner of the chat and let it go."""
-        await self.of(chat_id).fenced.remote(chat_id, session.actor)
+        await self.of(chat_id).fenced.remote(chat_id, session.actor_id)
 
     async def ready(self) -> int:
         """Fill every shard's warm pool; returns their sizes together."""

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ray.actor import ActorHandle
 
 from actors.chat_session import ChatSession
 from actors.handles import DirectoryHandle
+from actors.names import NAMESPACE
 from mozaiks.settings import Settings
 
 log = logging.getLogger("mozaiks.directory")
@@ -91,12 +93,13 @@ class WarmPool:
     ``reuse`` frees a process another way when the pool is empty (the directory passivates an idle
     chat on a node at its cap); ``spawn`` runs the pool's background work."""
 
-    def __init__(self, settings: Settings, directory: DirectoryHandle, limits: Callable[[], PoolLimits],
+    def __init__(self, settings: Settings, directory: DirectoryHandle, name_prefix: str, limits: Callable[[], PoolLimits],
                  reuse: Callable[[], Awaitable[SessionProcess | None]], spawn: Spawn,
                  counters: Counter[str]) -> None:
         self.settings = settings
         self.directory = directory
         self.limits = limits
+        self.name_prefix = name_prefix
         self._reuse = reuse
         self._spawn = spawn
         self.counters = counters
@@ -162,7 +165,11 @@ class WarmPool:
     async def _boot(self) -> None:
         began = time.monotonic()
         try:
-            handle = ChatSession.options(scheduling_strategy="SPREAD").remote(self.settings, self.directory)
+            # Detached and named, not owned by the directory shard: a shard that dies takes no chat
+            # with it, and its next life finds its sessions by their names (SessionDirectory._adopt).
+            handle = ChatSession.options(name=f"{self.name_prefix}{uuid.uuid4().hex}", namespace=NAMESPACE,
+                                         lifetime="detached", scheduling_strategy="SPREAD"
+                                         ).remote(self.settings, self.directory)
             process = SessionProcess(handle, await handle.prepare.remote())
         except Exception as error:
             self._booting -= 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.directory import get_directory
+from actors.directory import end_directory, get_directory
 from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
 from serve_app.ingress import build_app
@@ -123,6 +123,8 @@ def stop_runtime() -> None:
         _address_file.unlink(missing_ok=True)
         _address_file = None
     serve.shutdown()
+    if ray.is_initialized():
+        end_directory()  # detached: on a cluster this runtime joined, nothing else would end them
     ray.shutdown()
     DirectoryHandle.forget()
     _owns_ray = False
