@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ray import serve
 
+from actors.commits import stored_wire
 from actors.directory import get_directory
 from broker.errors import AuthError
 from broker.runtime_token import RuntimeTokenVerifier
@@ -237,8 +238,15 @@ class MozaiksIngress:
     # -------------------------------------------------------------- WebSocket (§4)
     @app.websocket("/ws/{workflow_name}/{app_id}/{chat_id}/{user_id}")
     async def websocket(self, ws: WebSocket, workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
-        await SocketSession(ws, self.settings, self.runtime_verifier, self.directory,
+        await SocketSession(ws, self.settings, self.runtime_verifier, self.directory, self.read_log,
                             workflow_name, app_id, chat_id, user_id).run()
+
+    async def read_log(self, app_id: str, user_id: str, chat_id: str, after_seq: int) -> list[tuple[int, str]]:
+        """A chat's durable events after ``after_seq`` as wire envelopes, straight from the store: what
+        a socket still owes its client when the chat's session went away before delivering them."""
+        store = (await self.broker()).store
+        return [(event.seq, stored_wire(chat_id, event))
+                for event in await store.read_events(app_id, user_id, chat_id, after_seq)]
 
 
 def build_app(settings: Settings) -> Any:

@@ -115,10 +115,14 @@ class SessionLink:
                 return session
 
 
+# (app_id, user_id, chat_id, after_seq) -> the chat's durable (seq, envelope) after it, from the store.
+LogReader = Callable[[str, str, str, int], Awaitable[list[tuple[int, str]]]]
+
+
 class SocketSession:
     def __init__(self, ws: WebSocket, settings: Settings, verifier: RuntimeTokenVerifier, directory: DirectoryHandle,
-                 workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
-        self.ws, self.settings, self.verifier = ws, settings, verifier
+                 read_log: LogReader, workflow_name: str, app_id: str, chat_id: str, user_id: str) -> None:
+        self.ws, self.settings, self.verifier, self.read_log = ws, settings, verifier, read_log
         self.path = {"workflow_name": workflow_name, "app_id": app_id, "chat_id": chat_id, "user_id": user_id}
         self.link = SessionLink(directory, app_id, user_id, chat_id)
         self.watcher_id = uuid.uuid4().hex
@@ -265,6 +269,10 @@ class SocketSession:
         loaded node), the socket closes with SESSION_RESTARTING rather than going silent, and the
         client reconnects with its last seq."""
         if not crashed:
+            # What the session committed after this socket's last poll went with it: a chat that
+            # sleeps (or has completed) for good would otherwise keep it from the client forever.
+            await self._deliver(await self.read_log(self.link.app_id, self.link.user_id, self.link.chat_id,
+                                                    self.delivered_seq))
             await self.link.follow(gone, crashed=False)
             offset = (await self._attach()).offset
         else:
@@ -278,7 +286,10 @@ class SocketSession:
         return offset
 
     async def _catch_up(self, upto: int | None = None) -> None:
-        for seq, payload in await self._read_events(self.delivered_seq, upto):
+        await self._deliver(await self._read_events(self.delivered_seq, upto))
+
+    async def _deliver(self, events: list[tuple[int, str]]) -> None:
+        for seq, payload in events:
             if seq > self.delivered_seq:
                 await self._send(payload)
                 self.delivered_seq = seq

@@ -8,7 +8,8 @@ import os
 import signal
 from typing import Any
 
-from tests.lifecycle_support import RawSocket, lifecycle_policy, passivated, user_message
+from tests.chaos.chaos_support import actor_pids
+from tests.lifecycle_support import FIRST_REPLY, RawSocket, lifecycle_policy, passivated, user_message
 
 KEEP_ALIVE_S = 0.3
 
@@ -101,4 +102,30 @@ async def test_a_crash_while_passivated_and_connected_loses_nothing(broker_for):
         texts = [e["data"]["content"] for e in (await broker.events(session.chat_id))["events"]
                  if e["type"] == "chat.text"]
         assert texts == ["What is the plan called?", "launch"]
+        await sock.close()
+
+
+async def test_what_a_chat_committed_as_it_passivated_reaches_a_socket_that_fell_behind(broker_for):
+    """The soak's stalled chats: the session committed its last events and passivated before the
+    socket polled for them. The socket must still deliver them (from the log), not wait for an
+    activation that a chat waiting for its user - or completed - may never get."""
+    async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S):
+        broker = broker_for("resident-behind")
+        session = await broker.create_session("slow_turns")
+        sock = await RawSocket.open(session)
+        assert (await sock.send(user_message("first")))["status"] == "accepted"
+        await sock.next("chat.text_delta")  # the reply streams for about a second
+        ingress = actor_pids("MozaiksIngress")
+        for pid in ingress:  # the socket's side falls behind: it polls no more until resumed
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            await passivated(session.chat_id)  # the turn ended and the chat went, unpolled
+        finally:
+            for pid in ingress:
+                os.kill(pid, signal.SIGCONT)
+        reply = await sock.next("chat.text", agent="Writer", timeout=10)
+        assert reply["data"]["content"] == FIRST_REPLY.format("first")
+        await sock.next("chat.input_request", timeout=10)
+        logged = await _log(broker, session.chat_id)
+        assert sock.durable_seqs() == logged == list(range(1, len(logged) + 1))
         await sock.close()

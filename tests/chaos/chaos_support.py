@@ -113,7 +113,7 @@ def schedule(seed: int, rounds: int, span_s: float) -> list[tuple[float, str]]:
     return list(zip(times, kinds, strict=True))
 
 
-def _pids_of(class_part: str) -> list[int]:
+def actor_pids(class_part: str) -> list[int]:
     """Live actors of this Ray cluster (the GCS's table, not the process list: other Ray clusters
     may run on the machine) whose class name contains ``class_part``."""
     table = ray._private.state.actors()  # noqa: SLF001 - the one place Ray lists actor pids without a dashboard
@@ -129,7 +129,7 @@ async def kill(kind: str, drivers: list[ChatDriver], rng: random.Random) -> list
         os.kill(pid, signal.SIGKILL)
         return [f"directory:{pid}"]
     if kind == "ingress":
-        pids = _pids_of("MozaiksIngress")
+        pids = actor_pids("MozaiksIngress")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         return [f"ingress:{pid}" for pid in pids]
