@@ -8,12 +8,11 @@ streams its first reply, generator node 1 killed while every chat streams its se
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
-from tests.cluster_support.runner import Outcome, run_tagged
+from tests.cluster_support.runner import Outcome, run_scenario
 
 pytestmark = [
     pytest.mark.cluster, pytest.mark.timeout(660),  # thirty sessions on a loaded two-core machine
@@ -28,8 +27,7 @@ CHATS = 30
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    workdir = tmp_path_factory.mktemp("shards")
-    return run_tagged([sys.executable, "-m", "tests.cluster_support.shards_scenario", str(workdir)], timeout_s=600)
+    return run_scenario(tmp_path_factory.mktemp("shards"), "tests.cluster_support.shards_scenario", 600)
 
 
 @pytest.fixture(scope="module")

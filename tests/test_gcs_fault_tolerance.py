@@ -8,13 +8,12 @@ the chats stream, then started again once every chat has finished a turn without
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
 from tests import redis_server
-from tests.cluster_support.runner import Outcome, run_tagged
+from tests.cluster_support.runner import Outcome, run_scenario
 
 REDIS_UNAVAILABLE = redis_server.unavailable_reason()
 pytestmark = [pytest.mark.cluster,
@@ -23,8 +22,7 @@ pytestmark = [pytest.mark.cluster,
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    workdir = tmp_path_factory.mktemp("gcs_ft")
-    return run_tagged([sys.executable, "-m", "tests.cluster_support.gcs_ft_scenario", str(workdir)], timeout_s=240)
+    return run_scenario(tmp_path_factory.mktemp("gcs_ft"), "tests.cluster_support.gcs_ft_scenario", 240)
 
 
 @pytest.fixture(scope="module")

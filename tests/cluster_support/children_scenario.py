@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 from websockets.exceptions import WebSocketException
 
@@ -28,8 +27,7 @@ from mozaiks.client import BrokerClient, BrokerError, ChatClosed
 from mozaiks.settings import Settings
 from tests.children_support import events_of, fan_out_to_askers, run_ended, write_children, write_parent
 from tests.cluster_support.cluster_runtime import runtime_on
-from tests.cluster_support.multinode_scenario import APP_ID, FAST_FAILURE_DETECTION, USER_SECRET, user_token
-from tests.conftest import free_port
+from tests.cluster_support.multinode_scenario import FAST_FAILURE_DETECTION, scenario_settings, user_token
 
 CHILDREN = 8
 USER = "fan-out-user"
@@ -48,11 +46,7 @@ def runtime_settings(workdir: Path) -> Settings:
     write_children(workflows)
     askers = [{"workflow": "fo_child_ask", "key": f"q{i}", "context": {"item": str(i)}} for i in range(CHILDREN)]
     write_parent(workflows, "fo_parent_cluster", askers, {"merge_mode": "collect_all"})
-    return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=free_port(),
-                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=3,
-                    # The placement is read while the children wait: none may passivate first.
-                    idle_timeout_s=300.0)
+    return scenario_settings(workdir, warm_pool_size=3)
 
 
 async def answer(broker: BrokerClient, child: str) -> str:

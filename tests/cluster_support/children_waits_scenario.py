@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 
 from mozaiks.client import BrokerClient
@@ -37,8 +36,7 @@ from tests.children_support import (
 )
 from tests.cluster_support.children_scenario import answer
 from tests.cluster_support.cluster_runtime import runtime_on
-from tests.cluster_support.multinode_scenario import APP_ID, FAST_FAILURE_DETECTION, USER_SECRET, user_token
-from tests.conftest import free_port
+from tests.cluster_support.multinode_scenario import APP_ID, FAST_FAILURE_DETECTION, scenario_settings, user_token
 
 CAP = 3
 USER = "waiting-parent-user"
@@ -61,10 +59,7 @@ def runtime_settings(workdir: Path) -> Settings:
     write_parent(workflows, "fo_parent_uncapped", ASKING, {"merge_mode": "collect_all"})
     write_parent(workflows, "fo_parent_gen", [{"workflow": "fo_child_gen", "key": f"g{i}"} for i in range(2)],
                  {"merge_mode": "collect_all"})
-    return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=free_port(),
-                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=2,
-                    max_running_children=CAP, idle_timeout_s=300.0)
+    return scenario_settings(workdir, warm_pool_size=2, max_running_children=CAP)
 
 
 async def started(broker: BrokerClient, parents: list[str]) -> list[str]:

@@ -16,43 +16,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import jwt
-from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 
 from mozaiks.client import BrokerClient, ChatConnection, Session
 from mozaiks.settings import Settings
 from tests.cluster_support.cluster_runtime import runtime_on
-from tests.conftest import free_port
+from tests.cluster_support.multinode_scenario import copy_workflow, scenario_settings, user_token
 from tests.redis_server import redis_server
 
-REPO = Path(__file__).resolve().parents[2]
 CHATS = 6
 TURNS = 3
-APP_ID = "gcs-ft-app"
-USER_SECRET = "gcs-ft-user-secret-0123456789abcdef0123456789ab"
-
-
-def user_token(user: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user, "app_id": APP_ID, "iat": now, "exp": now + 900}, USER_SECRET, algorithm="HS256")
-
-
 def runtime_settings(workdir: Path) -> Settings:
-    workflows = workdir / "workflows"
-    shutil.copytree(REPO / "tests" / "workflows" / "slow_turns", workflows / "slow_turns")
-    return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=free_port(),
-                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=2,
-                    # No chat may passivate mid-scenario: re-activation creates an actor, which
-                    # waits for the GCS, and that is not what is measured here.
-                    idle_timeout_s=300.0)
+    # No chat may passivate mid-scenario: re-activation creates an actor, which waits for the
+    # GCS, and that is not what is measured here (scenario_settings keeps them resident).
+    copy_workflow(workdir, "slow_turns")
+    return scenario_settings(workdir, warm_pool_size=2)
 
 
 class Driver:

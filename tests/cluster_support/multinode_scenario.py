@@ -52,15 +52,24 @@ def start_cluster() -> tuple[Cluster, dict[str, Any]]:
     return cluster, nodes
 
 
-def runtime_settings(workdir: Path, port: int) -> Settings:
-    workflows = workdir / "workflows"
-    shutil.copytree(REPO / "tests" / "workflows" / "cluster_lab", workflows / "cluster_lab")
-    return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=port,
-                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=2,
-                    # Placement is what this scenario checks: no chat may passivate (and leave the
-                    # placement count) while ten creates crawl through a loaded 3-node cluster.
-                    idle_timeout_s=300.0)
+def scenario_settings(workdir: Path, **overrides: Any) -> Settings:
+    """A local runtime on a free port with the scenarios' app and secrets, serving what
+    ``workdir/workflows`` holds. No chat passivates on its own: what these scenarios count (placement,
+    residency, children) must not change while creates crawl through a loaded cluster."""
+    values: dict[str, Any] = {"mode": "local", "data_dir": workdir / "data", "workflows_dir": workdir / "workflows",
+                              "port": free_port(), "default_app_id": APP_ID,
+                              "user_jwt_secret": SecretStr(USER_SECRET),
+                              "runtime_token_secret": SecretStr(USER_SECRET[::-1]), "idle_timeout_s": 300.0}
+    return Settings(**{**values, **overrides})
+
+
+def copy_workflow(workdir: Path, name: str) -> None:
+    shutil.copytree(REPO / "tests" / "workflows" / name, workdir / "workflows" / name)
+
+
+def runtime_settings(workdir: Path) -> Settings:
+    copy_workflow(workdir, "cluster_lab")
+    return scenario_settings(workdir, warm_pool_size=2)
 
 
 def user_token(user: str) -> str:
@@ -188,7 +197,7 @@ def main(workdir: Path) -> None:
     cluster, nodes = start_cluster()
     timings["cluster_start_s"] = time.monotonic() - started
     started = time.monotonic()
-    with runtime_on(cluster, runtime_settings(workdir, free_port())) as info:
+    with runtime_on(cluster, runtime_settings(workdir)) as info:
         timings["runtime_start_s"] = time.monotonic() - started
         result = asyncio.run(drive(info, cluster, nodes, markers))
         result["timings"] = {**timings, **result["timings"]}

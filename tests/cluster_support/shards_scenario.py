@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from ray.cluster_utils import Cluster
 from websockets.exceptions import WebSocketException
 
@@ -28,24 +26,17 @@ from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, Session
 from mozaiks.client.connection import MessageAck
 from mozaiks.settings import Settings
 from tests.cluster_support.cluster_runtime import runtime_on
-from tests.cluster_support.multinode_scenario import APP_ID, USER_SECRET, check_log, start_cluster, user_token
-from tests.conftest import free_port
+from tests.cluster_support.multinode_scenario import (check_log, copy_workflow, scenario_settings, start_cluster,
+                                                      user_token)
 
-REPO = Path(__file__).resolve().parents[2]
 CHATS = 30
 SHARDS = 3
 SAYINGS = ("one", "two", "three")
 
 
-def runtime_settings(workdir: Path, port: int) -> Settings:
-    workflows = workdir / "workflows"
-    shutil.copytree(REPO / "tests" / "workflows" / "slow_turns", workflows / "slow_turns")
-    return Settings(mode="local", data_dir=workdir / "data", workflows_dir=workflows, port=port,
-                    default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(USER_SECRET[::-1]), warm_pool_size=3,
-                    directory_shards=SHARDS, session_rate_per_minute=None,
-                    # Residency is what this scenario checks: no chat may passivate meanwhile.
-                    idle_timeout_s=300.0)
+def runtime_settings(workdir: Path) -> Settings:
+    copy_workflow(workdir, "slow_turns")
+    return scenario_settings(workdir, warm_pool_size=3, directory_shards=SHARDS, session_rate_per_minute=None)
 
 
 class ChatDriver:
@@ -192,7 +183,7 @@ async def _shard_nodes(directory: DirectoryHandle) -> list[str]:
 
 def main(workdir: Path) -> None:
     cluster, nodes = start_cluster()
-    with runtime_on(cluster, runtime_settings(workdir, free_port())) as info:
+    with runtime_on(cluster, runtime_settings(workdir)) as info:
         result = asyncio.run(drive(info, cluster, nodes))
     print(json.dumps(result))
 
