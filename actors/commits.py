@@ -7,7 +7,6 @@ already in the store, with its seq, when it reaches the session's EventHub.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,19 +18,16 @@ from mozaiks.protocol import events as ev
 from mozaiks.protocol.events import EventData, utc_now_iso
 from mozaiks.store.base import ChatRecord, FencedError, Store, StoredEvent, UsageRecord
 
-log = logging.getLogger("mozaiks.session")
-
 # A durable event before it has a seq: the agent it is about (the envelope's), and its payload.
 EventSpec = tuple[str | None, EventData]
 
 
 class SessionState:
-    """What a commit writes next to its events: the snapshot, the chat status and phase, and the
-    deadline of the open wait (kept as the chat's store wake-up)."""
+    """What a commit writes next to its events: the snapshot, the chat status and phase."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], status: Callable[[], str],
-                 phase: Callable[[], str | None], deadline: Callable[[], float | None]) -> None:
-        self.snapshot, self.status, self.phase, self.deadline = snapshot, status, phase, deadline
+                 phase: Callable[[], str | None]) -> None:
+        self.snapshot, self.status, self.phase = snapshot, status, phase
 
 
 class Committer:
@@ -42,7 +38,6 @@ class Committer:
         self.lock = asyncio.Lock()
         self.stale = False
         self.commits = 0  # durable store transactions since activation (SessionStatus.commits)
-        self._wake_at: float | None = None  # the wake-up this session last stored
 
     async def commit(self, events: list[EventSpec], *, client_message_id: str | None = None,
                      usage: list[UsageRecord] | None = None) -> None:
@@ -65,32 +60,11 @@ class Committer:
             self.commits += 1
             if stored:
                 self.chat.last_seq = stored[-1].seq
-            await self._keep_wakeup()  # before the client hears of a wait: it is durable whole by then
             # A turn's announcement is followed by its model call: the burst goes on (EventHub).
             more_coming = any(isinstance(payload, ev.SelectSpeaker) for _, payload in events)
             for event, (agent, payload) in zip(stored, events, strict=True):
                 self.history.apply(agent, payload)
                 self.hub.publish(event.seq, stored_wire(self.chat.chat_id, event), more_coming)
-
-    async def keep_wakeup(self) -> None:
-        """Store the open wait's deadline as the chat's wake-up if it is not the one last stored
-        (on activation: whenever a wait is open, as the previous owner may have died first)."""
-        async with self.lock:
-            await self._keep_wakeup()
-
-    async def _keep_wakeup(self) -> None:
-        # From the moment a wait opens, not only when the chat passivates: after a whole-runtime
-        # stop with this chat resident, the restarted directory still times the wait out on time.
-        wake_at = self._state.deadline()
-        if wake_at == self._wake_at:
-            return
-        try:
-            await self.store.set_wakeup(self.chat.app_id, self.chat.user_id, self.chat.chat_id, wake_at)
-        except Exception:  # the commit stands; the next commit or the passivation stores it again
-            log.exception("chat %s: its wait's deadline could not be stored", self.chat.chat_id)
-            return
-        self.commits += 1  # a transaction of its own, once as a wait with a timeout opens and once as it ends
-        self._wake_at = wake_at
 
     def publish_ephemeral(self, agent: str | None, payload: EventData, more_coming: bool = False) -> None:
         assert not payload.DURABLE, payload.TYPE

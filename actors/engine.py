@@ -55,8 +55,7 @@ class SessionEngine:
         self.history = History()
         self.status = chat.status
         self.committer = Committer(store, chat, epoch, hub, self.history, SessionState(
-            lambda: self.state.model_dump(mode="json"), lambda: self.status, lambda: self.phase,
-            lambda: waits.open_deadline(self.state)))
+            lambda: self.state.model_dump(mode="json"), lambda: self.status, lambda: self.phase))
         self.commit = self.committer.commit
         self.publish_ephemeral = self.committer.publish_ephemeral
         self.timer = waits.WaitTimer(lambda: deadlines.on_due(self))
@@ -107,7 +106,6 @@ class SessionEngine:
         elif self.steps.step == "idle" and self.state.queue and self.status == "active":
             await self._start_run(self.state.queue.pop(0))
         self.timer.arm(waits.open_deadline(self.state))
-        await self.committer.keep_wakeup()
 
     @property
     def phase(self) -> str | None:

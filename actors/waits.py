@@ -1,10 +1,10 @@
 """Waits on the user (an input request, an open UI tool) and the one timer that ends them.
 
 A wait's deadline lives in the snapshot as epoch seconds, so a re-activated session re-arms the
-same deadline rather than starting a fresh timeout. The deadline is also the chat's store wake-up
-(``Store.set_wakeup``, kept by the session's commits from the moment the wait opens), which the
-directory takes up when it starts: a passivated chat, or one resident when the whole runtime
-stopped, still times out on time.
+same deadline rather than starting a fresh timeout. A passivated chat's deadline is its store
+wake-up (``Store.set_wakeup``), which a directory shard takes up when it starts; a resident chat's
+wake-up is due at once (actors/chat_session.py:RESIDENT_MARK), so after a whole-runtime stop it is
+re-activated at once and its session re-arms the deadline: it still times out on time.
 """
 
 from __future__ import annotations

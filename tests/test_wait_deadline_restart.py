@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from mozaiks.client import BrokerClient
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
+from actors.chat_session import RESIDENT_MARK
 from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port, user_token
 from tests.lifecycle_support import RawSocket, directory, passivated
 
@@ -53,7 +54,9 @@ async def _open_wait(http_url: str, store_url: str, resident: bool) -> dict[str,
     await store.close()
     assert chat is not None
     deadline = chat.snapshot["pending_input"]["timeout_at"]
-    assert wakeups.get(session.chat_id) == deadline  # stored before the runtime stops
+    # Stored before the runtime stops: a passivated chat's wait deadline; a resident chat's mark,
+    # due at once, so the restarted directory re-activates it and its session re-arms the deadline.
+    assert wakeups.get(session.chat_id) == (RESIDENT_MARK if resident else deadline)
     return {"chat_id": session.chat_id, "request_id": request["data"]["request_id"], "deadline": deadline}
 
 
