@@ -44,6 +44,7 @@ from capabilities.installs import InstalledWorkflows, summary
 from mozaiks.protocol.errors import ApiError
 from workflows.catalog import WorkflowCatalog
 from workflows.loader import WorkflowError
+from workflows.model import ModelConfig
 
 log = logging.getLogger("mozaiks.session")
 
@@ -112,21 +113,23 @@ class ChatSession:
 
     # ------------------------------------------------------------------ lifecycle
     async def prepare(self) -> str:
-        """Do the slow part of activation while blank: open the store, parse the workflows.
+        """Do the slow part of activation while blank: open the store, parse the workflows, build
+        and warm the model providers their agents use, so a chat's first reply in this process pays
+        none of it (a passivated chat comes back to any pooled process).
         Returns the node this actor lives on (the directory caps resident sessions per node)."""
         await self.store.init()
         try:
-            await asyncio.to_thread(self._preload)
+            models = await asyncio.to_thread(self._models)
         except WorkflowError:
             log.exception("a workflow failed to load; it is reported again when a chat uses it")
+        else:
+            await self.providers.preload(models)
         return ray.get_runtime_context().get_node_id()
 
-    def _preload(self) -> None:
-        """Parse the workflows and build the model providers their agents use, so a chat's first
-        reply in this process pays neither (a passivated chat comes back to any pooled process)."""
-        workflows = self.catalog.all().values()
-        self.providers.preload(resolve_model(workflow, agent.name, self.settings)
-                               for workflow in workflows for agent in workflow.agents)
+    def _models(self) -> list[ModelConfig]:
+        """Every agent's model in the deployed workflows (parsing them is file IO: off the loop)."""
+        return [resolve_model(workflow, agent.name, self.settings)
+                for workflow in self.catalog.all().values() for agent in workflow.agents]
 
     async def pid(self) -> int:
         return os.getpid()

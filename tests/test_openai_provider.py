@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -282,6 +283,27 @@ async def test_per_agent_endpoint_and_key(fake_openai: FakeOpenAI, fake_openai_f
     assert reply.text == "from the other endpoint"
     assert other.requests[0].headers["authorization"] == "Bearer sk-writer"
     assert fake_openai.requests == []
+
+
+async def test_preload_warms_the_request_path_without_calling_the_model(
+        fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    """What a pooled session does in prepare: the SDK's first-request code runs against a loopback
+    stub, so nothing is billed and the API key goes nowhere; the first real call then works."""
+    registry = ProviderRegistry(Settings(openai_base_url=fake_openai.base_url, openai_api_key=SecretStr("sk-test")))
+    model = ModelConfig(provider="openai", name="gpt-warm")
+    with caplog.at_level(logging.INFO, logger="mozaiks.providers.openai_provider"):
+        await asyncio.wait_for(registry.preload([model, model]), timeout=30)
+    assert fake_openai.requests == []
+    assert not [r for r in caplog.records if "warm-up failed" in r.getMessage()]
+
+    provider = registry.get(model)
+    fake_openai.enqueue(FakeResponse(text="first real reply"))
+    try:
+        reply = await complete(provider, request(model=model.model_dump()))
+    finally:
+        await provider.aclose()  # type: ignore[attr-defined]
+    assert reply.text == "first real reply"
+    assert fake_openai.requests[0].headers["authorization"] == "Bearer sk-test"
 
 
 def test_missing_key_env_is_a_config_error(fake_openai: FakeOpenAI) -> None:

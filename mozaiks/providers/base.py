@@ -78,5 +78,6 @@ class ModelProvider(ABC):
     async def complete(self, request: ModelRequest, on_delta: DeltaCallback | None = None) -> ModelReply:
         """One model call. Streams text through ``on_delta`` when given. Raises ModelError."""
 
-    def warm(self) -> None:
-        """Build now what the first call would otherwise build (a client, its connection pool)."""
+    async def warm(self) -> None:
+        """Build now, off any user's path, what the first call would otherwise build (a client, its
+        connection pool, the code its first request runs). Never calls the model."""

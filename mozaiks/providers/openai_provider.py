@@ -47,6 +47,16 @@ _MAX_DELAY_S = 30.0  # cap for both exponential backoff and a server's Retry-Aft
 _RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 # Body keys the provider owns; a per-agent ``params`` entry for one of them is ignored (with a warning).
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "tools", "response_format"})
+_WARM_UP_TIMEOUT_S = 10.0
+# What the warm-up stub answers: a one-word streamed completion with its usage, as a server sends it.
+_WARM_UP_CHUNKS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]},
+    {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
+                              "prompt_tokens_details": {"cached_tokens": 0}}},
+]
+_WARM_UP_BODY = b"".join(
+    b"data: " + json.dumps({"id": "warm-up", "object": "chat.completion.chunk", "created": 0, "model": "warm-up",
+                            **chunk}).encode() + b"\n\n" for chunk in _WARM_UP_CHUNKS) + b"data: [DONE]\n\n"
 
 
 class _Retryable(Exception):
@@ -135,8 +145,24 @@ class OpenAIProvider(ModelProvider):
             f"model call failed after {self._max_retries + 1} attempts: {failure}", retryable=False, code=failure.code
         )
 
-    def warm(self) -> None:
-        self._connect()
+    async def warm(self) -> None:
+        """Run one streamed request through this client's whole path (platform probe, connection
+        pool, HTTP parser, SSE decoder, chunk models: code the SDK builds or imports on its first
+        request, 40-50 ms of CPU, which made a fresh process' first reply 0.1-0.2 s slower at load
+        15 and about a second at load 60) against a stub on a loopback port of this process. The model server is never called; the copy that makes
+        the request shares the connection pool but not the API key."""
+        client = self._connect()
+        content = json.dumps(self._request_body(ModelRequest(agent="warm-up", model={}, messages=[])),
+                             separators=(",", ":")).encode()
+        try:
+            async with asyncio.timeout(_WARM_UP_TIMEOUT_S):
+                server = await asyncio.start_server(_answer_warm_up, "127.0.0.1", 0)
+                async with server:
+                    port = server.sockets[0].getsockname()[1]
+                    probe = client.with_options(base_url=f"http://127.0.0.1:{port}/v1", api_key="warm-up")
+                    await self._stream(probe, content, _Attempt(model="warm-up"), None)
+        except Exception as error:  # only the first call's speed is at stake, never a chat
+            log.info("openai provider warm-up failed (the first call pays for it): %r", error)
 
     def _connect(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -224,6 +250,19 @@ async def _absorb(chunk: ChatCompletionChunk, attempt: _Attempt, on_delta: Delta
                 buf.arguments += tc.function.arguments or ""
         if choice.finish_reason:
             attempt.finish_reason = choice.finish_reason
+
+
+async def _answer_warm_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The warm-up's stub server: reads one request, answers ``_WARM_UP_BODY`` and closes."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(_WARM_UP_BODY) + _WARM_UP_BODY)
+        await writer.drain()
+    finally:
+        writer.close()
 
 
 def _reply(attempt: _Attempt, request: ModelRequest) -> ModelReply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterable
@@ -43,12 +44,21 @@ class ProviderRegistry:
         return self._openai[cache_key]
 
 
-    def preload(self, models: Iterable[Any]) -> None:
-        """Build the providers of these models before any chat needs them: in a fresh process the
-        SDK's import and client cost a chat's first reply about a second on a loaded machine."""
+    async def preload(self, models: Iterable[Any]) -> None:
+        """Build and warm the providers of these models before any chat needs them: in a fresh
+        process the SDK's import, its client and its first request's code cost a chat's first reply
+        about a second on a loaded machine."""
+        providers = await asyncio.to_thread(self._providers, list(models))  # the SDK's import blocks
+        for provider in providers:
+            await provider.warm()  # on the loop its calls will run on: its connection pool binds to it
+
+    def _providers(self, models: list[Any]) -> list[ModelProvider]:
+        found: dict[int, ModelProvider] = {}
         for model in models:
             with contextlib.suppress(ModelError):  # an unconfigured model is reported when a chat uses it
-                self.get(model).warm()
+                provider = self.get(model)
+                found[id(provider)] = provider
+        return list(found.values())
 
 
 class _Fallback(ModelProvider):
