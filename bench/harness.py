@@ -72,6 +72,7 @@ def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), address: st
     """A fresh local runtime serving the example and benchmark workflows (and any
     ``extra_workflows`` folders), plus the echo baseline. ``address``: on that running cluster (a
     ``ray.cluster_utils.Cluster`` the caller shuts down) instead of a private local Ray."""
+    from serve_app.http_edge import proxy_environment
     from serve_app.launch import start_runtime
 
     scratch = Path(tempfile.mkdtemp(prefix="mozaiks-bench-"))
@@ -87,6 +88,7 @@ def runtime(num_cpus: int = 8, extra_workflows: Sequence[Path] = (), address: st
                         session_rate_per_minute=None, ws_rate_per_s=100_000, ws_rate_burst=100_000,
                         **overrides)
     # Started here rather than by start_runtime only to keep the workers' log lines off the tables.
+    proxy_environment()
     if address is None:
         ray.init(address="local", namespace=NAMESPACE, num_cpus=num_cpus, include_dashboard=False,
                  configure_logging=False, log_to_driver=False)

@@ -16,6 +16,7 @@ from ray import serve
 from actors.directory import end_directory, get_directory
 from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
+from serve_app.http_edge import proxy_environment
 from serve_app.ingress import build_app
 from serve_app.status import write_address
 from mozaiks import logs
@@ -43,6 +44,7 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
     """Start (or join, with ``address``) Ray, then deploy the app. Returns where it listens."""
     logs.configure(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    proxy_environment()  # before Ray starts: its processes, Serve's proxy among them, inherit it
     if not ray.is_initialized():
         if address:
             join_cluster(address)

@@ -173,6 +173,19 @@ async def test_refused_creations_spend_no_rate_limit_slot(http, settings):
     assert created.status_code == 201, created.text
 
 
+async def status_of(url: httpx.URL, request: bytes) -> bytes:
+    """The status of a raw request; it must come within 2 s, and the connection close after it."""
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(2):
+            status_line = await reader.readline()
+            await reader.read()  # to the end: the server closes the connection too
+        return status_line.split()[1]
+    finally:
+        writer.close()
+
+
 # Serve's proxy runs uvicorn, whose WebSocket implementation parses the upgrade again with the
 # `websockets` limits; uvicorn before 0.55 left such a request unanswered for a minute.
 @pytest.mark.parametrize(("query", "padding", "status"), [
@@ -187,12 +200,25 @@ async def test_an_upgrade_over_the_header_limits_is_answered_4xx_at_once(http, q
     request = (f"GET {url.raw_path.decode()}{query} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{padding}\r\n").encode()
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(2):
-            status_line = await reader.readline()
-            await reader.read()  # to the end: the server closes the connection too
-        assert status_line.split()[1] == status, status_line
-    finally:
-        writer.close()
+    assert await status_of(url, request) == status
+
+
+# Plain requests too: uvicorn's httptools parser has no limit of its own, so a head of any size
+# was buffered and forwarded, and one that never ended held the connection (serve_app/http_edge.py).
+@pytest.mark.parametrize(("route", "padding", "status"), [
+    ("POST /api/mozaiks/sessions", f"X-Padding: {'a' * 9 * 1024}\r\n\r\n", b"431"),
+    ("POST /api/mozaiks/sessions", "".join(f"X-Padding-{i}: a\r\n" for i in range(129)) + "\r\n", b"431"),
+    ("GET /healthz", "".join(f"X-Padding-{i}: {'a' * 1024}\r\n" for i in range(100)) + "\r\n", b"431"),
+    ("GET /healthz", f"X-Padding: {'a' * 1024 * 1024}\r\n\r\n", b"431"),
+    ("GET /healthz", f"X-Padding: {'a' * 64 * 1024}", b"431"),  # a header that never ends
+    ("GET /healthz?padding=" + "a" * 9 * 1024, "\r\n", b"414"),
+    # Within the limits (a line of 8000 bytes, 93 headers, 58 KiB): served as usual.
+    ("GET /healthz", f"X-Padding: {'a' * 8000}\r\n" + "".join(
+        f"X-Padding-{i}: {'a' * 550}\r\n" for i in range(90)) + "\r\n", b"200"),
+])
+async def test_a_request_over_the_header_limits_is_answered_4xx_at_once(http, route, padding, status):
+    url = http.base_url
+    head = f"{route} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nConnection: close\r\n"
+    if route.startswith("POST"):
+        head += f"Authorization: {auth()['Authorization']}\r\nContent-Length: 0\r\n"
+    assert await status_of(url, (head + padding).encode()) == status
