@@ -52,6 +52,11 @@ log = logging.getLogger("mozaiks.session")
 RESIDENT_MARK = 0.0
 # A watcher that has not polled for this long is considered gone (its ingress replica died).
 WATCHER_LEASE_S = 60.0
+# How long a chat activated for a caller waits for it (its attach or call) before the keep-alive
+# applies: on a loaded node the activation's reply and the attach after it took longer than the
+# keep-alive, and a chat passivated in between was activated again for the caller's next attempt,
+# and again, so the socket never got its chat_meta (the 100-chat soak, load average 130-190).
+ACTIVATION_GRACE_S = 60.0
 
 
 @dataclass(eq=False)
@@ -68,6 +73,7 @@ class _Binding:
     lifecycle: asyncio.Task[None] | None = None
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # look now, not at the next tick
     calls: int = 0  # Ray calls served about this chat (SessionStatus.calls)
+    reached: bool = False  # a caller attached or called since the activation
 
     @property
     def chat_id(self) -> str:
@@ -82,6 +88,13 @@ class _Binding:
 
     def idle_for(self) -> float:
         return time.monotonic() - max(self.last_touch, self.hub.last_publish)
+
+    def keep_alive_s(self) -> float:
+        """How long the chat may be idle before it passivates: ACTIVATION_GRACE_S at least until a
+        caller reaches it (unless it is to go at once)."""
+        if self.reached or self.idle_timeout_s == 0.0:
+            return self.idle_timeout_s
+        return max(self.idle_timeout_s, ACTIVATION_GRACE_S)
 
     def passivatable(self) -> bool:
         """Nothing running: waiting for a user is not work, even with the user's socket open (it
@@ -227,7 +240,7 @@ class ChatSession:
             if binding.engine.stale:
                 await self._retire(binding)
                 return
-            if binding.passivatable() and binding.idle_for() >= binding.idle_timeout_s:
+            if binding.passivatable() and binding.idle_for() >= binding.keep_alive_s():
                 # The directory decides, under the chat's lock, and calls release() back.
                 await self.directory.passivate(binding.chat_id, self.handle)
 
@@ -248,6 +261,7 @@ class ChatSession:
         """A client call: the chat is not idle while it runs, nor can it passivate under it."""
         binding = self._bound(chat_id)
         binding.in_flight += 1
+        binding.reached = True
         try:
             yield binding
         except StaleOwnerError:

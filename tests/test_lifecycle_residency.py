@@ -4,11 +4,13 @@ after its keep-alive like any idle chat; the socket stays open, and whatever the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from typing import Any
 
 from tests.chaos.chaos_support import actor_pids
+from tests.conftest import APP_ID
 from tests.lifecycle_support import FIRST_REPLY, RawSocket, lifecycle_policy, passivated, user_message
 
 KEEP_ALIVE_S = 0.3
@@ -129,3 +131,21 @@ async def test_what_a_chat_committed_as_it_passivated_reaches_a_socket_that_fell
         logged = await _log(broker, session.chat_id)
         assert sock.durable_seqs() == logged == list(range(1, len(logged) + 1))
         await sock.close()
+
+
+async def test_a_chat_activated_for_a_slow_caller_waits_for_it(broker_for):
+    """On a loaded node the call that activates a chat, and the attach after it, took longer than
+    the keep-alive: the chat passivated in between, was activated again for the caller's retry,
+    and again, and the socket never got its chat_meta (the 100-chat soak). The chat waits for the
+    caller that activated it; once reached, the keep-alive applies as before."""
+    async with lifecycle_policy(idle_timeout_s=KEEP_ALIVE_S) as sessions:
+        broker = broker_for("slow-caller")
+        session = await broker.create_session("waits")
+        handle = await sessions.session(APP_ID, "slow-caller", session.chat_id)
+        assert handle is not None
+        # The slow caller (the delay is the fault itself): ten keep-alives before it attaches.
+        await asyncio.sleep(10 * KEEP_ALIVE_S)
+        attached = await handle.attach(session.chat_id, "slow-watcher")  # SessionGone before the fix
+        assert attached.meta.chat_id == session.chat_id
+        await handle.detach(session.chat_id, "slow-watcher")
+        await passivated(session.chat_id)

@@ -35,12 +35,20 @@ class ChatDriver:
     marker: Path
     seqs: list[int] = field(default_factory=list)  # durable seqs in the order this client got them
     acks: dict[str, str] = field(default_factory=dict)
-    completes: int = 0
+    request_id: str | None = None  # of the input request, once seen
+    run_completed: bool = False  # its chat.run_complete arrived
     connections: int = 0
 
     @property
     def last_seq(self) -> int:
         return self.seqs[-1] if self.seqs else 0
+
+    @property
+    def finished(self) -> bool:
+        """The run ended and the answer's fate is known, in either order: a socket may die after
+        the answer was processed and before its ack came, and the replay brings the run's end
+        before the resent answer's ``duplicate``."""
+        return self.run_completed and self._acked(2)
 
     def _message(self, n: int, request_id: str | None = None) -> dict[str, Any]:
         message: dict[str, Any] = {"type": "user.input.submit", "id": f"{self.session.chat_id}-m{n}",
@@ -53,12 +61,12 @@ class ChatDriver:
         return self.acks.get(f"{self.session.chat_id}-m{n}") in ("accepted", "duplicate")
 
     async def run(self) -> None:
-        while self.completes == 0:
+        while not self.finished:
             try:
                 await self._connection()
             except (OSError, websockets.WebSocketException, TimeoutError):
                 pass  # the ingress is down or restarting: try again
-            if self.completes == 0:
+            if not self.finished:
                 await asyncio.sleep(0.3)
 
     async def _connection(self) -> None:
@@ -70,7 +78,7 @@ class ChatDriver:
                 async with asyncio.timeout(QUIET_S):
                     frame = json.loads(await ws.recv())
                 await self._on(ws, frame)
-                if self.completes:
+                if self.finished:
                     return
 
     async def _on(self, ws: Any, frame: dict[str, Any]) -> None:
@@ -81,14 +89,19 @@ class ChatDriver:
             self.acks[str(data.get("id"))] = data["status"]
         elif kind == "chat_meta":
             pending = data.get("pending") or {}
+            if pending.get("kind") == "input_request":
+                self.request_id = pending["request_id"]
             if not self._acked(1):
                 await ws.send(json.dumps(self._message(1)))
-            elif pending.get("kind") == "input_request" and not self._acked(2):
-                await ws.send(json.dumps(self._message(2, pending["request_id"])))
-        elif kind == "chat.input_request" and not self._acked(2):
-            await ws.send(json.dumps(self._message(2, data["request_id"])))
-        elif kind == "chat.run_complete" and self._acked(2):
-            self.completes += 1
+            elif self.request_id is not None and not self._acked(2):
+                # Pending still, or answered by a message whose ack was lost: resent, same id.
+                await ws.send(json.dumps(self._message(2, self.request_id)))
+        elif kind == "chat.input_request":
+            self.request_id = data["request_id"]
+            if not self._acked(2):
+                await ws.send(json.dumps(self._message(2, self.request_id)))
+        elif kind == "chat.run_complete":
+            self.run_completed = True
 
 
 @dataclass
@@ -138,7 +151,7 @@ async def kill(kind: str, drivers: list[ChatDriver], rng: random.Random) -> list
     # A directory restarted by an earlier round knows no resident chat until the chats come back
     # to it: look again until some running chat is resident, or every chat is done.
     while not (killed := await _kill_resident(directory, drivers, rng, wanted)):
-        if time.monotonic() > deadline or all(d.completes for d in drivers):
+        if time.monotonic() > deadline or all(d.finished for d in drivers):
             break
         await asyncio.sleep(0.2)
     return killed
@@ -151,7 +164,7 @@ async def _kill_resident(directory: DirectoryHandle, drivers: list[ChatDriver], 
         if len(killed) == wanted:
             break
         try:
-            session = await directory.peek(driver.session.chat_id) if driver.completes == 0 else None
+            session = await directory.peek(driver.session.chat_id) if not driver.finished else None
             pid = await session.pid() if session is not None else None
         except Exception:  # the directory is restarting, or the session died meanwhile
             continue
