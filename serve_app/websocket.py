@@ -101,6 +101,10 @@ class SessionLink:
         """The chat's session after ``gone`` stopped serving it. A passivated chat is waited for,
         not activated: the socket stays open and idle until a message (from this socket or any
         other) or a wake-up activates the chat again."""
+        if not crashed and self.session == gone:
+            # It no longer serves the chat: the next message goes to the directory at once instead
+            # of being refused by ``gone`` first (a Ray round trip on every passivated reply).
+            self.session = None
         while True:
             current = self.session
             if current is not None and current != gone:
