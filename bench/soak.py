@@ -61,8 +61,11 @@ async def _where_it_stopped(rt: Runtime, user: str, driver: ChatDriver) -> str:
     except Exception as exc:  # the directory is restarting: say so
         resident = f"directory unreachable ({type(exc).__name__})"
     step = (chat.snapshot or {}).get("step", "idle") if chat else "?"
+    missing = sorted(set(range(1, max(driver.seqs, default=0) + 1)) - set(driver.seqs))
     return (f"not finished within {WAVE_BOUND_S:.0f} s: client at seq {driver.last_seq} after "
-            f"{driver.connections} connections, acks {driver.acks}; store: status "
+            f"{driver.connections} connections, seqs missing {missing}, repeated "
+            f"{len(driver.seqs) - len(set(driver.seqs))}, input request seen {driver.request_id is not None}, "
+            f"run end seen {driver.run_completed}, acks {driver.acks}; store: status "
             f"{chat.status if chat else '?'}, phase {chat.phase if chat else '?'}, step {step}, "
             f"last_seq {chat.last_seq if chat else '?'}; {resident}")
 
