@@ -63,7 +63,8 @@ EVICTION_CANDIDATES = 8
 # that it waits for its next connection or message.
 AUTO_RESTART_EVERY_S = 30.0
 RETENTION_EVERY_S = 24 * 3600.0  # how often usage older than usage_retention_days is deleted
-GAUGES_EVERY_S = 2.0  # how often the per-node residency gauges are set (Ray exports every few seconds)
+GAUGES_EVERY_S = 2.0
+PLACEMENT_ATTEMPTS, PLACEMENT_RETRY_S = 5, 1.0  # a shard started on the head is started again  # how often the per-node residency gauges are set (Ray exports every few seconds)
 
 
 @dataclass(eq=False)
@@ -466,12 +467,52 @@ def get_directory(settings: Settings) -> DirectoryHandle:
         for index in range(shards)})
 
 
+def start_directory(settings: Settings) -> DirectoryHandle:
+    """The runtime's start: the directory's shards, none on the head while another node lives.
+
+    Soft node affinity falls back to any node when the raylet placing the shard does not know
+    its target node yet, as on a cluster whose workers registered a moment ago: such a shard is
+    ended and started again, a few times. Done only here, at start (a shard that already serves
+    chats is never moved); shards that a running ingress finds are left where they are."""
+    directory = get_directory(settings)
+    for _ in range(PLACEMENT_ATTEMPTS):
+        nodes: list[str] = ray.get([directory.shard(i).node.remote() for i in range(directory.shards)])
+        misplaced = [i for i, node in enumerate(nodes) if node in _head_nodes()] if _worker_nodes() else []
+        if not misplaced:
+            break
+        log.warning("directory shards %s started on the head; starting them again elsewhere", misplaced)
+        for index in misplaced:
+            ray.kill(directory.shard(index), no_restart=True)
+        _until_names_free([directory_name(index) for index in misplaced])
+        time.sleep(PLACEMENT_RETRY_S)  # the raylets' view of the workers catches up
+        directory = get_directory(settings)
+    return directory
+
+
+def _until_names_free(names: list[str]) -> None:
+    for name in names:
+        while True:
+            try:
+                ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.1)
+
+
+def _head_nodes() -> set[str]:
+    return {node["NodeID"] for node in ray.nodes() if node["Alive"] and HEAD_NODE_RESOURCE in node["Resources"]}
+
+
+def _worker_nodes() -> list[str]:
+    return sorted(node["NodeID"] for node in ray.nodes()
+                  if node["Alive"] and HEAD_NODE_RESOURCE not in node["Resources"])
+
+
 def _placements(shards: int) -> list[Any]:
     """Where each shard starts: the nodes other than the head, in turn, so that a head restart
     (docs/cluster.md) interrupts no shard; the head only when there is nothing else. Soft: a shard
     whose node died is restarted wherever Ray finds room."""
-    workers = sorted(node["NodeID"] for node in ray.nodes()
-                     if node["Alive"] and HEAD_NODE_RESOURCE not in node["Resources"])
+    workers = _worker_nodes()
     if not workers:
         return ["DEFAULT"] * shards
     return [NodeAffinitySchedulingStrategy(workers[index % len(workers)], soft=True) for index in range(shards)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray.cluster_utils import Cluster
-
 from bench.harness import Runtime, report, runtime
+from tests.cluster_support.cluster_runtime import local_cluster
 
 CHILDREN, RUNS, TARGET_SPEEDUP = 20, 3, 5.0
 CHUNKS, CHUNK_DELAY_S = 20, 0.05
@@ -118,37 +116,10 @@ def one_node() -> dict[str, Any]:
         return asyncio.run(measure(rt))
 
 
-def _cluster(attempts: int = 3) -> Cluster:
-    """The head of a local cluster. Ray gives a raylet 30 s to register, which a loaded shared
-    machine can miss: then what that attempt started is ended and it tries again."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False})
-        except Exception:
-            if attempt == attempts:
-                raise
-            _end_ray_processes(os.environ["RAY_TMPDIR"])
-    raise AssertionError("unreachable")
-
-
-def _end_ray_processes(ray_tmp: str) -> None:
-    """SIGKILL the Ray processes of this benchmark's private temp dir (theirs name it in their arguments)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if ray_tmp.encode() in (entry / "cmdline").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
-
-
 def three_nodes() -> dict[str, Any]:
     # Eight logical CPUs in all, as the one-node runtime has; session actors spread over the nodes.
-    cluster = _cluster()
+    cluster, _ = local_cluster({"num_cpus": 4, "include_dashboard": False}, [{"num_cpus": 2}] * 2)
     try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
         with runtime(address=cluster.address, warm_pool_size=POOL) as rt:
             result = asyncio.run(measure(rt))
         result["nodes"] = 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from actors.directory import end_directory, get_directory
+from actors.directory import end_directory, start_directory
 from actors.handles import DirectoryHandle
 from actors.names import NAMESPACE
 from serve_app.http_edge import proxy_environment
@@ -58,7 +58,7 @@ def start_runtime(settings: Settings, *, address: str | None = None, num_cpus: i
             _owns_ray = True
             _address_file = write_address(settings.data_dir)  # for `mozaiks status` on this machine
     asyncio.run(_init_store(settings.resolved_store_url))
-    directory = get_directory(settings)
+    directory = start_directory(settings)
     asyncio.run(directory.ready())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)

@@ -14,13 +14,7 @@ import pytest
 
 from tests.cluster_support.runner import Outcome, run_scenario
 
-pytestmark = [
-    pytest.mark.cluster, pytest.mark.timeout(660),  # thirty sessions on a loaded two-core machine
-    pytest.mark.skip(reason="unfinished (h16a, 2026-12-03): in its one full run the shard's SIGKILL was "
-                            "survived (the restarted shard adopted its 12 live sessions), but the chats did "
-                            "not finish within the drivers' 400 s after generator node 1 was removed; not "
-                            "diagnosed yet"),
-]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(660)]  # thirty sessions on a loaded two-core machine
 
 CHATS = 30
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ray.cluster_utils import Cluster
@@ -22,3 +25,32 @@ def runtime_on(cluster: Cluster, settings: Settings) -> Iterator[Any]:
             stop_runtime()
         finally:
             cluster.shutdown()
+
+
+def local_cluster(head: dict[str, Any], workers: list[dict[str, Any]], attempts: int = 3) -> tuple[Cluster, list[Any]]:
+    """A ``ray.cluster_utils.Cluster`` of a head (``head``: its ``add_node`` arguments) and
+    ``workers``, all registered; returns it and the worker nodes. Ray gives a raylet 30 s to
+    register, which a loaded shared machine can miss: then what that attempt started is ended and
+    it tries again. Needs a private ``RAY_TMPDIR`` (the processes to end are those naming it)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args=head)
+            nodes = [cluster.add_node(**worker) for worker in workers]
+            cluster.wait_for_nodes()
+            return cluster, nodes
+        except Exception:
+            if attempt == attempts:
+                raise
+            _end_ray_processes(os.environ["RAY_TMPDIR"])
+    raise AssertionError("unreachable")
+
+
+def _end_ray_processes(ray_tmp: str) -> None:
+    """SIGKILL the Ray processes of this program's private temp dir (theirs name it in their arguments)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if ray_tmp.encode() in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue

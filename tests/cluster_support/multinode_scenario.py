@@ -29,7 +29,7 @@ from websockets.exceptions import WebSocketException
 
 from mozaiks.client import BrokerClient, ChatClosed, ChatConnection, Session
 from mozaiks.settings import Settings
-from tests.cluster_support.cluster_runtime import runtime_on
+from tests.cluster_support.cluster_runtime import local_cluster, runtime_on
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,13 +43,10 @@ FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_peri
 
 
 def start_cluster() -> tuple[Cluster, dict[str, Any]]:
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False, "_system_config": FAST_FAILURE_DETECTION})
-    nodes = {"head": cluster.head_node,
-             "gen1": cluster.add_node(num_cpus=1, resources={"generator": 4}),
-             "gen2": cluster.add_node(num_cpus=1, resources={"generator": 4})}
-    cluster.wait_for_nodes()
-    return cluster, nodes
+    cluster, (gen1, gen2) = local_cluster(
+        {"num_cpus": 2, "include_dashboard": False, "_system_config": FAST_FAILURE_DETECTION},
+        [{"num_cpus": 1, "resources": {"generator": 4}}] * 2)
+    return cluster, {"head": cluster.head_node, "gen1": gen1, "gen2": gen2}
 
 
 def scenario_settings(workdir: Path, **overrides: Any) -> Settings:

@@ -32,6 +32,8 @@ from tests.cluster_support.multinode_scenario import (check_log, copy_workflow, 
 CHATS = 30
 SHARDS = 3
 SAYINGS = ("one", "two", "three")
+PHASE_DEADLINE_S = 240.0  # one phase of one chat: its message acked and its reply read
+PROGRESS_EVERY_S = 10.0
 
 
 def runtime_settings(workdir: Path) -> Settings:
@@ -49,14 +51,19 @@ class ChatDriver:
         self.acks: list[MessageAck] = []
         self.reconnects = [0] * len(SAYINGS)
         self.streaming = [asyncio.Event() for _ in SAYINGS]
+        # Seconds from a phase's opening to its ack, its first delta and its reply's end: where a
+        # slow scenario spends its time.
+        self.took: list[dict[str, float]] = [{} for _ in SAYINGS]
         self.conn: ChatConnection | None = None
 
-    async def run(self, opened: list[asyncio.Event], deadline_s: float) -> None:
-        async with asyncio.timeout(deadline_s):
-            self.conn = await self._connect()
-            for phase, text in enumerate(SAYINGS):
-                await opened[phase].wait()
+    async def run(self, opened: list[asyncio.Event], phase_deadline_s: float) -> None:
+        self.conn = await self._connect()
+        for phase, text in enumerate(SAYINGS):
+            await opened[phase].wait()
+            began, took = time.monotonic(), self.took[phase]
+            async with asyncio.timeout(phase_deadline_s):
                 self.acks.append(await self._say(phase, text))
+                took["ack_s"] = round(time.monotonic() - began, 2)
                 while True:
                     try:
                         event = await self.conn.next_event(timeout=None)
@@ -65,11 +72,13 @@ class ChatDriver:
                         continue
                     if event["seq"] is not None:
                         self.seen.append(event["seq"])
-                    if event["type"] == "chat.text_delta":
+                    if event["type"] == "chat.text_delta" and not self.streaming[phase].is_set():
+                        took["first_delta_s"] = round(time.monotonic() - began, 2)
                         self.streaming[phase].set()
                     if event["type"] == "chat.input_request":  # the reply is done: the user's turn
+                        took["reply_s"] = round(time.monotonic() - began, 2)
                         break
-            await self.conn.close()
+        await self.conn.close()
 
     async def _say(self, phase: int, text: str) -> MessageAck:
         while True:  # the same message id each time: a resend the session already has is a duplicate
@@ -106,7 +115,7 @@ async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any]) -> dict[str,
         timings["create_s"] = time.monotonic() - started
         drivers = [ChatDriver(s) for s in sessions]
         opened = [asyncio.Event() for _ in SAYINGS]
-        runs = [asyncio.create_task(d.run(opened, deadline_s=400)) for d in drivers]
+        runs = [asyncio.create_task(d.run(opened, phase_deadline_s=PHASE_DEADLINE_S)) for d in drivers]
         opened[0].set()
         await _phase(drivers, runs, 0)
         timings["all_streaming_s"] = time.monotonic() - started
@@ -139,9 +148,10 @@ async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any]) -> dict[str,
         on_gen1 = (await directory.stats()).per_node.get(node_ids["gen1"], 0)
         shards_on_gen1 = [i for i, n in enumerate(await _shard_nodes(directory)) if n == node_ids["gen1"]]
         removed_at = time.monotonic()
-        cluster.remove_node(nodes["gen1"], allow_graceful=False)
+        # In a thread: it takes seconds, and the drivers keep reading their sockets meanwhile.
+        await asyncio.to_thread(cluster.remove_node, nodes["gen1"], allow_graceful=False)
         opened[2].set()
-        await asyncio.gather(*runs)
+        await _phase(drivers, runs, 2, until="done")
         timings["node_kill_to_all_complete_s"] = time.monotonic() - removed_at
         chats = []
         for d in drivers:
@@ -153,7 +163,16 @@ async def drive(info: Any, cluster: Cluster, nodes: dict[str, Any]) -> dict[str,
     return {"nodes": node_ids, "placement": placement, "shard_kill": shard_kill,
             "node_kill": {"sessions_on_gen1": on_gen1, "shards_on_gen1": shards_on_gen1,
                           "per_node_after": after.per_node, "shard_nodes_after": await _shard_nodes(directory)},
-            "chats": chats, "timings": timings}
+            "chats": chats, "timings": {**timings, "phases": [_slowest(drivers, phase) for phase in range(len(SAYINGS))]}}
+
+
+def _slowest(drivers: list[ChatDriver], phase: int) -> dict[str, Any]:
+    """A phase's slowest chat by each measure, and the median: one straggler or all of them slow."""
+    summary: dict[str, Any] = {}
+    for measure in ("ack_s", "first_delta_s", "reply_s"):
+        values = sorted(d.took[phase].get(measure, float("nan")) for d in drivers)
+        summary[measure] = {"median": values[len(values) // 2], "max": values[-1]}
+    return summary
 
 
 async def _replies(broker: BrokerClient, chat_id: str) -> list[str]:
@@ -163,17 +182,30 @@ async def _replies(broker: BrokerClient, chat_id: str) -> list[str]:
             if e["type"] == "chat.text" and e["data"].get("role") != "user"]
 
 
-async def _phase(drivers: list[ChatDriver], runs: list[asyncio.Task[None]], phase: int) -> None:
-    """Until every chat streams its reply of ``phase``; a chat whose driver failed, or one still
-    silent after the bound, ends the scenario saying which."""
-    streaming = asyncio.ensure_future(asyncio.gather(*(d.streaming[phase].wait() for d in drivers)))
-    done, _ = await asyncio.wait([streaming, *runs], timeout=240, return_when=asyncio.FIRST_EXCEPTION)
-    if streaming in done:
-        return
-    streaming.cancel()
-    failed = [repr(run.exception()) for run in runs if run.done() and run.exception() is not None]
-    silent = [(d.session.chat_id, d.seen[-3:], d.reconnects) for d in drivers if not d.streaming[phase].is_set()]
-    raise AssertionError(f"phase {phase}: failed drivers {failed}; silent chats {silent}")
+async def _phase(drivers: list[ChatDriver], runs: list[asyncio.Task[None]], phase: int,
+                 until: str = "streaming") -> None:
+    """Until every chat streams its reply of ``phase`` (or, ``until="done"``, every driver has
+    finished); a driver that failed ends the scenario saying which chats were where. Progress goes
+    to stderr every few seconds, so a run that stalls shows where."""
+    if until == "done":
+        waited = asyncio.ensure_future(asyncio.gather(*runs))
+    else:
+        waited = asyncio.ensure_future(asyncio.gather(*(d.streaming[phase].wait() for d in drivers)))
+    began = time.monotonic()
+    while True:
+        done, _ = await asyncio.wait([waited, *runs], timeout=PROGRESS_EVERY_S, return_when=asyncio.FIRST_EXCEPTION)
+        if waited in done and waited.exception() is None:
+            return
+        streaming = sum(d.streaming[phase].is_set() for d in drivers)
+        finished = sum(run.done() for run in runs)
+        print(f"phase {phase} at {time.monotonic() - began:.0f} s: {streaming}/{len(drivers)} streaming, "
+              f"{finished} drivers finished", file=sys.stderr, flush=True)
+        failed = [repr(run.exception()) for run in runs if run.done() and run.exception() is not None]
+        if failed:
+            waited.cancel()
+            behind = [(d.session.chat_id, d.seen[-3:], d.reconnects, d.took[phase]) for d, run in zip(drivers, runs)
+                      if not run.done() or run.exception() is not None]
+            raise AssertionError(f"phase {phase}: failed drivers {failed[:3]}; chats behind {behind}")
 
 
 async def _shard_nodes(directory: DirectoryHandle) -> list[str]:
