@@ -3,12 +3,14 @@ stopped and started again, the input request still times out on time, with nobod
 whether the chat had passivated or was still resident when the runtime stopped.
 
 Like tests/test_crash_restart.py, the runtime runs in a subprocess (Ray cannot be restarted
-inside the test process, which shares one runtime among the tests). On SQLite and on PostgreSQL.
+inside the test process, which shares one runtime among the tests), once per store (SQLite,
+PostgreSQL) for both chats: a restart costs two runtime starts, the suite's dearest step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,21 +26,26 @@ from mozaiks.client import BrokerClient
 from mozaiks.settings import Settings
 from mozaiks.store import open_store
 from actors.chat_session import RESIDENT_MARK
+from tests import pg_server
 from tests.conftest import APP_ID, REPO, RUNTIME_SECRET, USER_SECRET, free_port, user_token
 from tests.lifecycle_support import RawSocket, directory, passivated
 
 USER = "deadline-keeper"
+STATES = ("passivated", "resident")
+# A passivated chat's session lets go as soon as it idles; a resident one stays bound far longer
+# than the test runs. The directory applies its idle timeout as it activates a chat.
+IDLE_TIMEOUT_S = {"passivated": 0.2, "resident": 600.0}
 
 
-def _settings(data_dir: Path, workflows_dir: Path, store_url: str, resident: bool) -> Settings:
-    # Resident: an idle chat stays bound to its session far longer than the test runs.
+def _settings(data_dir: Path, workflows_dir: Path, store_url: str) -> Settings:
+    # Two pooled processes: the second chat's start waits for no boot while the first one's wait runs.
     return Settings(mode="local", data_dir=data_dir, workflows_dir=workflows_dir, store_url=store_url, port=free_port(),
                     default_app_id=APP_ID, user_jwt_secret=SecretStr(USER_SECRET),
-                    runtime_token_secret=SecretStr(RUNTIME_SECRET), warm_pool_size=1,
-                    idle_timeout_s=600 if resident else 0.2)
+                    runtime_token_secret=SecretStr(RUNTIME_SECRET), warm_pool_size=2)
 
 
 async def _open_wait(http_url: str, store_url: str, resident: bool) -> dict[str, Any]:
+    await directory().configure(idle_timeout_s=IDLE_TIMEOUT_S["resident" if resident else "passivated"])
     async with BrokerClient(http_url, user_token(USER)) as broker:
         session = await broker.create_session("timeout_restart")
         sock = await RawSocket.open(session)
@@ -72,29 +79,46 @@ async def _timeout_event(http_url: str, chat_id: str) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
 
 
-def _run(data_dir: Path, workflows_dir: Path, store_url: str, resident: bool) -> dict[str, Any]:
+def _run(data_dir: Path, workflows_dir: Path, store_url: str) -> dict[str, Any]:
     import ray
 
     from serve_app.launch import start_runtime
 
-    settings = _settings(data_dir, workflows_dir, store_url, resident)
+    settings = _settings(data_dir, workflows_dir, store_url)
     info = start_runtime(settings, num_cpus=2)
-    before = asyncio.run(_open_wait(info.http_url, settings.resolved_store_url, resident))
+    # The passivated chat's wait opens first: the resident one's start then runs inside its 5 s.
+    before = {state: asyncio.run(_open_wait(info.http_url, settings.resolved_store_url, state == "resident"))
+              for state in STATES}
     ray.shutdown()  # the whole runtime: Serve, the directory, its in-memory wake-ups and the sessions go
     stopped = time.time()
-    info = start_runtime(_settings(data_dir, workflows_dir, store_url, resident), num_cpus=2)
+    info = start_runtime(_settings(data_dir, workflows_dir, store_url), num_cpus=2)
     started = time.time()
-    after = asyncio.run(_timeout_event(info.http_url, before["chat_id"]))
-    return {**before, **after, "stopped": stopped, "started": started}
+
+    async def after() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(_timeout_event(info.http_url, before[state]["chat_id"]) for state in STATES))
+
+    return {state: {**before[state], **seen, "stopped": stopped, "started": started}
+            for state, seen in zip(STATES, asyncio.run(after()), strict=True)}
 
 
-@pytest.mark.parametrize("state", ["passivated", "resident"])
-def test_a_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_path, workflows_dir, store_url, state):
-    done = subprocess.run([sys.executable, "-m", "tests.test_wait_deadline_restart", str(tmp_path / "data"),
-                           str(workflows_dir), store_url, state], cwd=REPO, capture_output=True, text=True,
-                          timeout=240, check=False)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    pg_server.unavailable_reason() is not None, reason=f"PostgreSQL: {pg_server.unavailable_reason()}"))])
+def restarted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+              workflows_dir: Path) -> dict[str, Any]:
+    """Both chats' waits, opened before one whole-runtime restart on this store, and what followed."""
+    with contextlib.ExitStack() as stack:
+        store_url = "" if request.param == "sqlite" else stack.enter_context(
+            pg_server.fresh_database(request.getfixturevalue("postgres_server")))
+        done = subprocess.run([sys.executable, "-m", "tests.test_wait_deadline_restart",
+                               str(tmp_path_factory.mktemp("deadline") / "data"), str(workflows_dir), store_url],
+                              cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_a_wait_times_out_on_time_after_a_whole_runtime_restart(restarted, state):
+    result = restarted[state]
     assert result["stopped"] < result["deadline"], "the runtime stopped after the deadline: nothing to show"
     assert result["timeout"]["data"]["request_id"] == result["request_id"]
     fired = datetime.fromisoformat(result["timeout"]["timestamp"]).timestamp()
@@ -110,4 +134,4 @@ def test_a_wait_times_out_on_time_after_a_whole_runtime_restart(tmp_path, workfl
 
 
 if __name__ == "__main__":
-    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "resident")))
+    print(json.dumps(_run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
