@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 from collections import Counter, OrderedDict
@@ -60,16 +59,12 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"  # what Ray's head node offers and
 
 # How many least-recently-used chats one activation asks before it gives up making room.
 EVICTION_CANDIDATES = 8
-# While activations wait for a process, a chat idle this long since its caller reached it (its
-# user is reading, or typing) gives up its process: re-activating it later costs less than a boot.
-LEND_IDLE_S = 1.0
 # A chat whose session keeps crashing is re-activated automatically at most this often; after
 # that it waits for its next connection or message.
 AUTO_RESTART_EVERY_S = 30.0
 RETENTION_EVERY_S = 24 * 3600.0  # how often usage older than usage_retention_days is deleted
-GAUGES_EVERY_S = 2.0  # how often the per-node residency gauges are set (Ray exports every few seconds)
-CPUS_EVERY_S = 30.0  # how often the cluster's CPUs (which bound the boots under way) are read again
-PLACEMENT_ATTEMPTS, PLACEMENT_RETRY_S = 5, 1.0  # a shard started on the head is started again
+GAUGES_EVERY_S = 2.0
+PLACEMENT_ATTEMPTS, PLACEMENT_RETRY_S = 5, 1.0  # a shard started on the head is started again  # how often the per-node residency gauges are set (Ray exports every few seconds)
 
 
 @dataclass(eq=False)
@@ -88,12 +83,10 @@ class SessionDirectory:
         self.settings = settings
         self.shard = shard
         self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
-                                      activation_grace_s=settings.activation_grace_s,
                                       max_resident_sessions=settings.max_resident_sessions,
                                       warm_pool_size=settings.warm_pool_size,
                                       warm_pool_max=settings.warm_pool_max,
-                                      warm_pool_window_s=settings.warm_pool_window_s,
-                                      warm_pool_max_booting=settings.warm_pool_max_booting)
+                                      warm_pool_window_s=settings.warm_pool_window_s)
         self.resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
         self.per_node: Counter[str] = Counter()
         self.locks = KeyedLocks()
@@ -107,9 +100,9 @@ class SessionDirectory:
         # What this shard's sessions call back (passivate, fenced): they serve only its chats.
         self.handle = DirectoryHandle(settings.directory_shards, {shard: ray.get_runtime_context().current_actor})
         self._tasks: set[asyncio.Task[Any]] = set()
+        # When the pool is empty, a node at its cap lends its least recently used idle session.
         self.pool = WarmPool(settings, self.handle, session_prefix(shard), self._pool_limits,
-                             self._reuse, self._spawn, self.counters)
-        self.cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # and again by _report_gauges
+                             lambda: self._evict(None), self._spawn, self.counters)
         self._gauges_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._restoring: asyncio.Future[None] | None = None
@@ -180,13 +173,8 @@ class SessionDirectory:
 
     async def _report_gauges(self) -> None:
         known: set[str] = set()
-        cpus_read = -math.inf
         while True:
             metrics.residency(self.shard, self.per_node, self.pool.node_ids(), known)
-            if time.monotonic() - cpus_read >= CPUS_EVERY_S:
-                resources = await asyncio.to_thread(ray.cluster_resources)
-                self.cluster_cpus = max(1, int(resources.get("CPU", 1)))
-                cpus_read = time.monotonic()
             await asyncio.sleep(GAUGES_EVERY_S)
 
     # ------------------------------------------------------------------ activation
@@ -259,8 +247,7 @@ class SessionDirectory:
                 continue
             await self._make_room(actor.node_id)
             try:
-                meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s,
-                                                         self.policy.activation_grace_s)
+                meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
             except RayActorError:
                 ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
                 await self._drop_pool_on_dead_nodes()
@@ -299,10 +286,9 @@ class SessionDirectory:
         """This shard's part of the warm pool's policy: its floor and ceiling split over the shards,
         and the ceiling within this shard's share of a node's resident cap."""
         policy = self.policy
-        booting = policy.warm_pool_max_booting or self._share(self.cluster_cpus)
         return PoolLimits(floor=self._share(policy.warm_pool_size),
                           ceiling=min(self._share(policy.warm_pool_max), self._cap()),
-                          window_s=policy.warm_pool_window_s, booting=booting)
+                          window_s=policy.warm_pool_window_s)
 
     def _drop(self, chat_id: str) -> _Resident:
         entry = self.resident.pop(chat_id)
@@ -332,14 +318,13 @@ class SessionDirectory:
                 return
             self.pool.recycle(freed)
 
-    async def _evict(self, node_id: str | None, lend: bool = False) -> SessionProcess | None:
+    async def _evict(self, node_id: str | None) -> SessionProcess | None:
         """Passivate the least recently used idle chat on ``node_id`` (any node at its cap if None);
-        returns its now blank actor. ``lend``: on any node, a chat idle for LEND_IDLE_S since its
-        caller reached it (activations are waiting for a process)."""
+        returns its now blank actor."""
         asked = 0
         for chat_id, entry in list(self.resident.items()):
             node = entry.actor.node_id
-            if ((node_id is not None and node != node_id) or (not lend and self.per_node[node] < self._cap())
+            if ((node_id is not None and node != node_id) or self.per_node[node] < self._cap()
                     or self.locks.busy(chat_id)):
                 continue
             if asked == EVICTION_CANDIDATES:
@@ -348,23 +333,18 @@ class SessionDirectory:
             async with self.locks.hold(chat_id):
                 if self.resident.get(chat_id) is not entry:
                     continue
-                if await self._release(chat_id, entry, LEND_IDLE_S if lend else None):
-                    self.counters["lent" if lend else "evictions"] += 1
+                if await self._release(chat_id, entry):
+                    self.counters["evictions"] += 1
                     metrics.EVICTIONS.inc()
                     return entry.actor
                 if chat_id in self.resident:
                     self.resident.move_to_end(chat_id)  # busy: ask the others first next time
         return None
 
-    async def _reuse(self) -> SessionProcess | None:
-        """A process for an activation the empty pool keeps waiting: a node at its cap lends its
-        least recently used idle session, else any node one idle for a moment."""
-        return await self._evict(None) or await self._evict(None, lend=True)
-
-    async def _release(self, chat_id: str, entry: _Resident, min_idle_s: float | None = None) -> bool:
+    async def _release(self, chat_id: str, entry: _Resident) -> bool:
         """Unbind the chat's session if it is idle (the caller holds the chat's lock)."""
         try:
-            released, wake_at = await entry.actor.handle.release.remote(chat_id, min_idle_s)
+            released, wake_at = await entry.actor.handle.release.remote(chat_id)
         except RayActorError:
             self._drop(chat_id)  # died meanwhile; its lifetime watch finds it gone
             return False
@@ -435,17 +415,14 @@ class SessionDirectory:
     # ------------------------------------------------------------------ operations
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
                         warm_pool_size: int | None = None, warm_pool_max: int | None = None,
-                        warm_pool_window_s: float | None = None,
-                        activation_grace_s: float | None = None,
-                        warm_pool_max_booting: int | None = None) -> LifecyclePolicy:
+                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy at run time (new activations use the new idle timeout).
         Returns the previous policy."""
         await self._restored()
         previous = self.policy.model_copy()
         changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
                    "warm_pool_size": warm_pool_size, "warm_pool_max": warm_pool_max,
-                   "warm_pool_window_s": warm_pool_window_s, "activation_grace_s": activation_grace_s,
-                   "warm_pool_max_booting": warm_pool_max_booting}
+                   "warm_pool_window_s": warm_pool_window_s}
         for name, value in changes.items():
             if value is not None:
                 setattr(self.policy, name, value)
@@ -464,7 +441,6 @@ class SessionDirectory:
         return DirectoryStats(resident=len(self.resident), pool=len(self.pool), wakeups=len(self.wakeups),
                               per_node={node: n for node, n in self.per_node.items() if n},
                               pool_per_node=dict(Counter(self.pool.node_ids())), pool_target=self.pool.target(),
-                              booting=self.pool.booting,
                               arrivals_per_s=self.pool.arrivals_per_s(), boot_s=self.pool.boot_s,
                               policy=self.policy.model_copy(), counters=dict(self.counters))
 

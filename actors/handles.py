@@ -66,12 +66,10 @@ class Serving(BaseModel):
 
 class LifecyclePolicy(BaseModel):
     idle_timeout_s: float
-    activation_grace_s: float  # how long an activated chat waits for its caller before idle_timeout_s applies
     max_resident_sessions: int
     warm_pool_size: int  # the warm pool's floor
     warm_pool_max: int  # and its ceiling
     warm_pool_window_s: float  # the arrival rate's averaging window, and how long extra pooled actors are kept
-    warm_pool_max_booting: int = 0  # session processes booting at once per shard; 0: the cluster's CPUs
 
 
 class DirectoryStats(BaseModel):
@@ -81,7 +79,6 @@ class DirectoryStats(BaseModel):
     per_node: dict[str, int]
     pool_per_node: dict[str, int] = {}  # warm-pool actors by node
     pool_target: int = 0  # what the warm pool is refilled to now, from the arrival rate
-    booting: int = 0  # session processes starting now
     arrivals_per_s: float = 0.0  # activations per second, averaged over the policy's window
     boot_s: float = 0.0  # how long starting and preparing a session process takes lately
     policy: LifecyclePolicy
@@ -271,14 +268,11 @@ class DirectoryHandle:
 
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
                         warm_pool_size: int | None = None, warm_pool_max: int | None = None,
-                        warm_pool_window_s: float | None = None,
-                        activation_grace_s: float | None = None,
-                        warm_pool_max_booting: int | None = None) -> LifecyclePolicy:
+                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy of every shard at run time; returns the previous one."""
         previous: list[LifecyclePolicy] = await asyncio.gather(*(
             actor.configure.remote(idle_timeout_s, max_resident_sessions, warm_pool_size, warm_pool_max,
-                                   warm_pool_window_s, activation_grace_s, warm_pool_max_booting)
-            for actor in self._all()))
+                                   warm_pool_window_s) for actor in self._all()))
         return previous[0]
 
     async def stats(self) -> DirectoryStats:
@@ -289,7 +283,6 @@ class DirectoryHandle:
                               per_node=dict(sum((Counter(s.per_node) for s in shards), Counter())),
                               pool_per_node=dict(sum((Counter(s.pool_per_node) for s in shards), Counter())),
                               pool_target=sum(s.pool_target for s in shards),
-                              booting=sum(s.booting for s in shards),
                               arrivals_per_s=sum(s.arrivals_per_s for s in shards),
                               boot_s=max(s.boot_s for s in shards),
                               policy=shards[0].policy,

@@ -7,18 +7,11 @@ Sizing. The pool holds what is likely to arrive while a replacement boots: the a
 activations (a moving average over ``warm_pool_window_s``) times how long starting and preparing a
 session process takes lately (itself a moving average: it grows with the machine's load), with
 ``HEADROOM`` for bursts; never below ``warm_pool_size``, never above ``warm_pool_max`` nor a node's
-``max_resident_sessions`` (each directory shard: its share of them, and of the arrivals). Every
-take starts the replacements at once, counting those already booting, so the pool is refilled
-ahead of demand rather than once it is empty. A take that finds it empty waits for the next
-process that becomes ready (a new one or a passivated session's), in arrival order.
-
-Boots under way are bounded (``warm_pool_max_booting``; by default the cluster's CPUs): each is
-about a second of CPU, and a hundred at once on two cores made every one of them take a minute,
-so the first waiter was served as late as the last. Bounded, the waiters are served one boot
-after another, in arrival order, and the next boot starts as one ends.
-
-After a quiet period the rate decays, the target falls back to ``warm_pool_size``, and the pooled
-actors beyond the target that went unused for a window are ended.
+``max_resident_sessions`` (each directory shard: its share of them, and of the arrivals). Every take starts the replacements at once, counting those already
+booting, so the pool is refilled ahead of demand rather than once it is empty. A take that finds
+it empty waits for the next process that becomes ready (a new one or a passivated session's), in
+arrival order. After a quiet period the rate decays, the target falls back to ``warm_pool_size``,
+and the pooled actors beyond the target that went unused for a window are ended.
 """
 
 from __future__ import annotations
@@ -51,8 +44,6 @@ BOOT_GUESS_S = 1.0
 BOOT_WEIGHT = 0.3
 # How often the pool looks for actors to end while it holds more than its floor.
 TRIM_EVERY_S = 1.0
-# How often takes that wait for a process ask the directory for one lent by an idle chat.
-LEND_EVERY_S = 0.25
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
@@ -64,7 +55,6 @@ class PoolLimits:
     floor: int
     ceiling: int
     window_s: float
-    booting: int  # session processes booting at once, at most
 
 
 @dataclass(eq=False)
@@ -101,8 +91,7 @@ class WarmPool:
     """Blank session actors, used last in, first out, so what the pool holds beyond its target
     ages and is trimmed. ``limits`` reads the directory's policy (it changes at run time);
     ``reuse`` frees a process another way when the pool is empty (the directory passivates an idle
-    chat), asked at each take that finds it empty and then every LEND_EVERY_S while takes wait;
-    ``spawn`` runs the pool's background work."""
+    chat on a node at its cap); ``spawn`` runs the pool's background work."""
 
     def __init__(self, settings: Settings, directory: DirectoryHandle, name_prefix: str, limits: Callable[[], PoolLimits],
                  reuse: Callable[[], Awaitable[SessionProcess | None]], spawn: Spawn,
@@ -121,14 +110,9 @@ class WarmPool:
         self._booting = 0
         self._boots: set[asyncio.Task[None]] = set()
         self._trim_task: asyncio.Task[None] | None = None
-        self._lend_task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._blank)
-
-    @property
-    def booting(self) -> int:
-        return self._booting
 
     def node_ids(self) -> list[str]:
         return [process.node_id for process in self._blank]
@@ -160,27 +144,12 @@ class WarmPool:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self.refill()
-        if self._lend_task is None or self._lend_task.done():
-            self._lend_task = self._spawn(self._lend())
         return await waiter, "cold"
-
-    def _waiting(self) -> int:
-        return sum(not waiter.done() for waiter in self._waiters)
-
-    async def _lend(self) -> None:
-        """While takes wait, chats that went idle meanwhile lend their processes: a boot costs a
-        second of CPU, a re-activation later a few milliseconds."""
-        while self._waiting():
-            freed = await self._reuse()
-            if freed is None:
-                await asyncio.sleep(LEND_EVERY_S)
-            else:
-                self.recycle(freed)
 
     def refill(self) -> None:
         """Start what the pool and the takes waiting on it lack, beyond what is booting already."""
-        lacking = self.target() + self._waiting() - len(self._blank) - self._booting
-        for _ in range(min(lacking, self.limits().booting - self._booting)):
+        waiting = sum(not waiter.done() for waiter in self._waiters)
+        for _ in range(self.target() + waiting - len(self._blank) - self._booting):
             self._booting += 1
             boot = self._spawn(self._boot())
             self._boots.add(boot)
@@ -207,13 +176,11 @@ class WarmPool:
             log.warning("a warm-pool session actor failed to start: %s", error)
             if (waiter := self._next_waiter()) is not None:
                 waiter.set_exception(error)  # as if it had started its own process, and that failed
-                self.refill()  # for the takes still waiting: each failure fails one, so this ends
             return
         self._booting -= 1
         self.counters["processes_started"] += 1
         self.boot_s += BOOT_WEIGHT * (time.monotonic() - began - self.boot_s)
         self.recycle(process)
-        self.refill()  # the next boot, if the bound held one back
 
     def _next_waiter(self) -> asyncio.Future[SessionProcess] | None:
         while self._waiters:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -28,8 +27,6 @@ from workflows.catalog import WorkflowCatalog
 from workflows.fanout import PARENT_CONTEXT_KEY
 from workflows.model import Workflow
 from workflows.pack import JOURNEY_CONTEXT_KEY
-
-log = logging.getLogger("mozaiks.broker")
 
 
 class Listing(Protocol):
@@ -83,7 +80,6 @@ class SessionBroker:
         # None on a Standalone runtime: the host's broker mints, and this one's endpoints are off.
         self.minter = RuntimeTokenMinter(settings) if settings.mints_runtime_tokens else None
         self.gate = gate  # None allows everything
-        self._activations: set[asyncio.Future[Any]] = set()
 
     async def _workflow(self, app_id: str, name: str) -> tuple[Workflow, Listing | None]:
         """The workflow, and its capability when it is one this app installed."""
@@ -156,22 +152,9 @@ class SessionBroker:
             if not created and (chat.workflow_name != record.workflow_name or chat.context != record.context):
                 raise ApiError(409, "idempotency_key_reused",
                                "This Idempotency-Key was used for a different request")
-        await self._activate(app_id, user_id, chat.chat_id)
+        # Activate now so the socket that follows finds its session already running.
+        await self.directory.session(app_id, user_id, chat.chat_id)
         return chat, created
-
-    async def _activate(self, app_id: str, user_id: str, chat_id: str) -> None:
-        """Activate the chat now, so the socket that follows finds its session running, but answer
-        after ``create_activation_wait_s`` at most: in a burst the activations queue for session
-        processes, and the socket's connect waits for its chat's activation (the directory holds
-        the chat's lock through it), so the first event follows as soon as a process is ready."""
-        activation = asyncio.ensure_future(self.directory.session(app_id, user_id, chat_id))
-        self._activations.add(activation)  # the loop holds tasks weakly
-        activation.add_done_callback(self._activations.discard)
-        done, _ = await asyncio.wait({activation}, timeout=self.settings.create_activation_wait_s)
-        if done:
-            activation.result()  # its error is the create's, as when it is quick
-        else:
-            activation.add_done_callback(_report_late_failure)
 
     def _check_context(self, context: dict[str, Any] | None) -> None:
         if not context:
@@ -268,8 +251,3 @@ def _depth(value: Any) -> int:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _report_late_failure(activation: asyncio.Future[Any]) -> None:
-    if not activation.cancelled() and (error := activation.exception()) is not None:
-        log.warning("a chat's activation failed after its create was answered (its connect tries again): %r", error)
