@@ -52,11 +52,6 @@ log = logging.getLogger("mozaiks.session")
 RESIDENT_MARK = 0.0
 # A watcher that has not polled for this long is considered gone (its ingress replica died).
 WATCHER_LEASE_S = 60.0
-# How long a chat activated for a caller waits for it (its attach or call) before the keep-alive
-# applies: on a loaded node the activation's reply and the attach after it took longer than the
-# keep-alive, and a chat passivated in between was activated again for the caller's next attempt,
-# and again, so the socket never got its chat_meta (the 100-chat soak, load average 130-190).
-ACTIVATION_GRACE_S = 60.0
 
 
 @dataclass(eq=False)
@@ -66,6 +61,7 @@ class _Binding:
     engine: SessionEngine
     hub: EventHub
     idle_timeout_s: float
+    activation_grace_s: float  # LifecyclePolicy.activation_grace_s
     watchers: dict[str, float] = field(default_factory=dict)  # watcher id -> last poll (monotonic)
     in_flight: int = 0  # client calls being handled right now
     last_touch: float = field(default_factory=time.monotonic)
@@ -90,11 +86,11 @@ class _Binding:
         return time.monotonic() - max(self.last_touch, self.hub.last_publish)
 
     def keep_alive_s(self) -> float:
-        """How long the chat may be idle before it passivates: ACTIVATION_GRACE_S at least until a
-        caller reaches it (unless it is to go at once)."""
+        """How long the chat may be idle before it passivates: the activation's grace at least until
+        a caller reaches it (unless it is to go at once)."""
         if self.reached or self.idle_timeout_s == 0.0:
             return self.idle_timeout_s
-        return max(self.idle_timeout_s, ACTIVATION_GRACE_S)
+        return max(self.idle_timeout_s, self.activation_grace_s)
 
     def passivatable(self) -> bool:
         """Nothing running: waiting for a user is not work, even with the user's socket open (it
@@ -159,7 +155,8 @@ class ChatSession:
         """The chat this actor serves, or "" while blank."""
         return self.binding.chat_id if self.binding else ""
 
-    async def activate(self, app_id: str, user_id: str, chat_id: str, idle_timeout_s: float) -> ChatMeta | None:
+    async def activate(self, app_id: str, user_id: str, chat_id: str, idle_timeout_s: float,
+                       activation_grace_s: float) -> ChatMeta | None:
         """Bind this blank actor to a chat. Returns chat_meta data, or None if no such chat."""
         if self.binding is not None:
             raise RuntimeError(f"session actor already serves chat {self.binding.chat_id}")
@@ -184,7 +181,7 @@ class ChatSession:
 
         engine = SessionEngine(self.settings, self.store, workflow, chat, epoch, hub, self.providers, self.handle,
                                on_run_end=on_run_end, workflows=self.workflows)
-        binding = _Binding(engine, hub, idle_timeout_s)
+        binding = _Binding(engine, hub, idle_timeout_s, activation_grace_s)
         self.binding = binding
         try:
             await engine.load()

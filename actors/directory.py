@@ -83,6 +83,7 @@ class SessionDirectory:
         self.settings = settings
         self.shard = shard
         self.policy = LifecyclePolicy(idle_timeout_s=settings.idle_timeout_s,
+                                      activation_grace_s=settings.activation_grace_s,
                                       max_resident_sessions=settings.max_resident_sessions,
                                       warm_pool_size=settings.warm_pool_size,
                                       warm_pool_max=settings.warm_pool_max,
@@ -247,7 +248,8 @@ class SessionDirectory:
                 continue
             await self._make_room(actor.node_id)
             try:
-                meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s)
+                meta = await actor.handle.activate.remote(app_id, user_id, chat_id, self.policy.idle_timeout_s,
+                                                         self.policy.activation_grace_s)
             except RayActorError:
                 ray.kill(actor.handle)  # perhaps only unreachable: it must not linger as a blank process
                 await self._drop_pool_on_dead_nodes()
@@ -415,14 +417,15 @@ class SessionDirectory:
     # ------------------------------------------------------------------ operations
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
                         warm_pool_size: int | None = None, warm_pool_max: int | None = None,
-                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
+                        warm_pool_window_s: float | None = None,
+                        activation_grace_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy at run time (new activations use the new idle timeout).
         Returns the previous policy."""
         await self._restored()
         previous = self.policy.model_copy()
         changes = {"idle_timeout_s": idle_timeout_s, "max_resident_sessions": max_resident_sessions,
                    "warm_pool_size": warm_pool_size, "warm_pool_max": warm_pool_max,
-                   "warm_pool_window_s": warm_pool_window_s}
+                   "warm_pool_window_s": warm_pool_window_s, "activation_grace_s": activation_grace_s}
         for name, value in changes.items():
             if value is not None:
                 setattr(self.policy, name, value)

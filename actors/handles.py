@@ -66,6 +66,7 @@ class Serving(BaseModel):
 
 class LifecyclePolicy(BaseModel):
     idle_timeout_s: float
+    activation_grace_s: float  # how long an activated chat waits for its caller before idle_timeout_s applies
     max_resident_sessions: int
     warm_pool_size: int  # the warm pool's floor
     warm_pool_max: int  # and its ceiling
@@ -268,11 +269,12 @@ class DirectoryHandle:
 
     async def configure(self, idle_timeout_s: float | None = None, max_resident_sessions: int | None = None,
                         warm_pool_size: int | None = None, warm_pool_max: int | None = None,
-                        warm_pool_window_s: float | None = None) -> LifecyclePolicy:
+                        warm_pool_window_s: float | None = None,
+                        activation_grace_s: float | None = None) -> LifecyclePolicy:
         """Change the lifecycle policy of every shard at run time; returns the previous one."""
         previous: list[LifecyclePolicy] = await asyncio.gather(*(
             actor.configure.remote(idle_timeout_s, max_resident_sessions, warm_pool_size, warm_pool_max,
-                                   warm_pool_window_s) for actor in self._all()))
+                                   warm_pool_window_s, activation_grace_s) for actor in self._all()))
         return previous[0]
 
     async def stats(self) -> DirectoryStats:

@@ -13,9 +13,10 @@ FLOOR, CEILING, BURST = 2, 3, 5
 
 async def test_a_burst_grows_the_pool_and_a_quiet_period_shrinks_it(broker_for):
     # A short window, so the burst below is a high rate and the quiet after it comes soon; a short
-    # keep-alive, so the burst's chats passivate and their processes come back to the pool too.
+    # keep-alive and no grace for a caller (nobody connects to the burst's chats), so they passivate
+    # and their processes come back to the pool too.
     async with lifecycle_policy(warm_pool_size=FLOOR, warm_pool_max=CEILING, warm_pool_window_s=3.0,
-                                idle_timeout_s=0.5) as sessions:
+                                idle_timeout_s=0.5, activation_grace_s=0.0) as sessions:
         async def quiet() -> bool:
             stats = await sessions.stats()
             return stats.pool_target == FLOOR and stats.pool == FLOOR and stats.resident == 0

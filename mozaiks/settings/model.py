@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     warm_pool_max: int = Field(default=8, ge=0)
     warm_pool_window_s: float = Field(default=60.0, gt=0)
     idle_timeout_s: float = 10.0
+    # A chat activated for a caller (the broker's create, a socket's connect) keeps its process this
+    # long, or until the caller reaches it, before idle_timeout_s applies: on a loaded node the
+    # attach after an activation can take longer than the keep-alive, and a chat passivated in
+    # between is activated again for every retry (the 100-chat soak at load 130-190).
+    activation_grace_s: float = Field(default=60.0, ge=0)
     max_resident_sessions: int = 200  # per node, over all directory shards (docs/architecture.md)
     # Directory shards (actors/names.py:shard_of): one is enough for a laptop; a cluster spreads
     # activations and crash recovery over several. Fixed for a runtime's life.
